@@ -1,0 +1,180 @@
+// Command go-cache-plugin is a build and dependency cache for Go CI.
+//
+// Run with no subcommand, it is a GOCACHEPROG program: the go command starts
+// it and talks the cache-prog protocol over stdin and stdout.
+//
+//	export GOCACHEPROG=go-cache-plugin
+//
+// See "go-cache-plugin help" for the subcommands and flags, and
+// "go-cache-plugin help environment" for the environment variables.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/creachadair/command"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
+)
+
+func main() {
+	cfg := new(config)
+	root := &command.C{
+		Name:  "go-cache-plugin",
+		Usage: "[flags]\n<command> [flags] [args...]",
+		Help: `A build and dependency cache for Go CI.
+
+With no command, go-cache-plugin serves the go command's cache-prog protocol
+on stdin and stdout (direct mode):
+
+   export GOCACHEPROG=go-cache-plugin
+
+Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
+		SetFlags: func(_ *command.Env, fs *flag.FlagSet) { cfg.bind(fs) },
+		Init: func(env *command.Env) error {
+			if err := cfg.check(); err != nil {
+				return env.Usagef("%v", err)
+			}
+			return nil
+		},
+		Run: func(env *command.Env) error {
+			if len(env.Args) > 0 {
+				return env.Usagef("unknown command %q", env.Args[0])
+			}
+			return failed(runDirect(env, cfg))
+		},
+		Commands: []*command.C{
+			command.HelpCommand([]command.HelpTopic{{
+				Name: "environment",
+				Help: "", // filled in below, once the flags exist
+			}}),
+			command.VersionCommand(),
+		},
+	}
+	env := root.NewEnv(cfg).MergeFlags(true)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env.SetContext(ctx)
+
+	// The environment topic lists the global flags, so build it from them.
+	var flags flag.FlagSet
+	new(config).bind(&flags)
+	root.FindSubcommand("help").FindSubcommand("environment").Help = environmentHelp(&flags)
+
+	os.Exit(run(env, os.Args[1:]))
+}
+
+// failure marks an error from running a command, as opposed to an error in
+// how it was invoked.
+type failure struct{ err error }
+
+func (f failure) Error() string { return f.err.Error() }
+func (f failure) Unwrap() error { return f.err }
+
+// failed wraps a non-nil err as a failure.
+func failed(err error) error {
+	if err == nil {
+		return nil
+	}
+	return failure{err}
+}
+
+// run runs the command line and returns the exit status: 0 on success or
+// when help was asked for, 1 when the command failed, 2 for a usage error
+// (an unknown flag, a bad value, a wrong argument).
+func run(env *command.Env, args []string) int {
+	err := command.Run(env, args)
+	var fail failure
+	var uerr command.UsageError
+	var perr command.PanicError
+	switch {
+	case err == nil, errors.Is(err, command.ErrRequestHelp):
+		return 0
+	case errors.As(err, &fail):
+		fmt.Fprintf(os.Stderr, "go-cache-plugin: %v\n", fail.err)
+		return 1
+	case errors.As(err, &perr):
+		fmt.Fprintf(os.Stderr, "go-cache-plugin: internal error: %v\n%s", perr, perr.Stack())
+		return 1
+	case errors.As(err, &uerr):
+		fmt.Fprintf(os.Stderr, "go-cache-plugin: %s\n", uerr.Message)
+		uerr.Env.Command.HelpInfo(command.HelpFlags(0)).WriteUsage(os.Stderr)
+		return 2
+	}
+	// Flag parsing errors are neither: they are usage errors too.
+	fmt.Fprintf(os.Stderr, "go-cache-plugin: %v\n", err)
+	fmt.Fprintln(os.Stderr, "Run 'go-cache-plugin help' for usage.")
+	return 2
+}
+
+// staleTemp is the age at which a temporary file in the cache directory is
+// taken to be left over from a crash.
+const staleTemp = 24 * time.Hour
+
+// logger returns a log function writing to stderr if on, or a no-op.
+func logger(on bool) func(string, ...any) {
+	if !on {
+		return func(string, ...any) {}
+	}
+	l := log.New(os.Stderr, "go-cache-plugin: ", log.Lmsgprefix)
+	return l.Printf
+}
+
+// openStore opens the store described by cfg.
+func openStore(ctx context.Context, cfg *config) (*store.Store, error) {
+	return store.Open(store.Options{
+		Dir:               cfg.CacheDir,
+		UploadConcurrency: cfg.UploadConcurrency,
+		Logf:              logger(cfg.Verbose),
+	})
+}
+
+// runDirect serves the cache-prog protocol on stdin and stdout.
+func runDirect(env *command.Env, cfg *config) error {
+	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		fmt.Fprintln(os.Stderr, "go-cache-plugin: serving the cache-prog protocol on stdin; "+
+			"the go command runs this for you with GOCACHEPROG=go-cache-plugin (see go-cache-plugin help)")
+	}
+	ctx := env.Context()
+	st, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	st.CleanTemp(staleTemp)
+	cache := &gobuild.Cache{
+		Store:         st,
+		MinUploadSize: cfg.MinUploadSize,
+		DrainTimeout:  cfg.DrainTimeout,
+		Logf:          logger(true),
+	}
+	srv := &cacheprog.Server{Handler: cache, MaxConcurrency: cfg.Concurrency}
+	if cfg.Debug {
+		srv.Logf = logger(true)
+	}
+	err = srv.Serve(ctx, os.Stdin, os.Stdout)
+	if cfg.Metrics {
+		printMetrics(cache, st)
+	}
+	if errors.Is(err, cacheprog.ErrNoClose) {
+		logger(cfg.Verbose)("%v", err)
+		return nil
+	}
+	return err
+}
+
+// printMetrics writes the summary of --metrics to stderr.
+func printMetrics(cache *gobuild.Cache, st *store.Store) {
+	c := cache.Stats()
+	fmt.Fprintf(os.Stderr, "go-cache-plugin: gets=%d hits=%d misses=%d puts=%d put_bytes=%d\n",
+		c.Gets, c.Hits, c.Gets-c.Hits, c.Puts, c.PutBytes)
+	fmt.Fprintf(os.Stderr, "go-cache-plugin: store %v\n", st.Stats())
+}

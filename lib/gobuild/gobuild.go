@@ -1,0 +1,199 @@
+// Package gobuild is the build cache: it maps the go command's action IDs to
+// output objects on a [store.Store], and is the [cacheprog.Handler] behind a
+// cache-prog server.
+//
+// # Layout
+//
+// Outputs are content-addressed; actions are small records naming them:
+//
+//	output/<xx>/<output-id>   the output bytes; <output-id> is their SHA-256, in hex
+//	action/<xx>/<action-id>   "<output-id> <unix-nanos> <size>\n" in the local directory,
+//	                          "<output-id> <unix-nanos>" in the remote tier
+//
+// where <xx> is the first two hex digits of the ID and <unix-nanos> is the
+// time of the put, which the go command uses to expire cached test results
+// ("go clean -testcache"). The remote form is that of the reference tool, so
+// a bucket it wrote is read as is; a record without a size is completed when
+// its output has been faulted in and verified.
+//
+// Outputs are uploaded before the action records that name them, so another
+// worker never finds an action whose output has not been written.
+package gobuild
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
+)
+
+// Key kinds of the build cache.
+const (
+	KindAction = "action"
+	KindOutput = "output"
+)
+
+// maxRecord bounds the size of an action record.
+const maxRecord = 256
+
+// Cache is a build cache on a store. It implements [cacheprog.Handler].
+type Cache struct {
+	Store *store.Store
+
+	// MinUploadSize is the smallest output uploaded to the remote tier;
+	// smaller ones (and their actions) stay local.
+	MinUploadSize int64
+
+	// DrainTimeout bounds how long Close waits for pending uploads; zero
+	// means no bound beyond the context's.
+	DrainTimeout time.Duration
+
+	// Logf, if set, receives log lines about records that could not be used
+	// and uploads left undone at close.
+	Logf func(format string, args ...any)
+
+	gets, hits, puts, putBytes atomic.Int64
+}
+
+var _ cacheprog.Handler = (*Cache)(nil)
+
+// Stats are the build cache's request counts.
+type Stats struct {
+	Gets     int64 `json:"gets"`
+	Hits     int64 `json:"hits"`
+	Puts     int64 `json:"puts"`
+	PutBytes int64 `json:"put_bytes"`
+}
+
+// Stats returns the request counts so far.
+func (c *Cache) Stats() Stats {
+	return Stats{Gets: c.gets.Load(), Hits: c.hits.Load(), Puts: c.puts.Load(), PutBytes: c.putBytes.Load()}
+}
+
+func (c *Cache) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// record is a parsed action record.
+type record struct {
+	outputID []byte
+	time     time.Time
+	size     int64 // -1 if the record has none (the remote form)
+}
+
+func (r record) local() []byte {
+	return fmt.Appendf(nil, "%x %d %d\n", r.outputID, r.time.UnixNano(), r.size)
+}
+
+func (r record) remote() []byte {
+	return fmt.Appendf(nil, "%x %d", r.outputID, r.time.UnixNano())
+}
+
+// parseRecord parses an action record in either form.
+func parseRecord(data []byte) (record, error) {
+	f := strings.Fields(string(data))
+	if len(f) != 2 && len(f) != 3 {
+		return record{}, fmt.Errorf("action record has %d fields, want 2 or 3", len(f))
+	}
+	oid, err := hex.DecodeString(f[0])
+	if err != nil || len(oid) != cacheprog.IDSize {
+		return record{}, fmt.Errorf("action record has invalid output ID %q", f[0])
+	}
+	ns, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil || ns < 0 {
+		return record{}, fmt.Errorf("action record has invalid time %q", f[1])
+	}
+	r := record{outputID: oid, time: time.Unix(0, ns), size: -1}
+	if len(f) == 3 {
+		if r.size, err = strconv.ParseInt(f[2], 10, 64); err != nil || r.size < 0 {
+			return record{}, fmt.Errorf("action record has invalid size %q", f[2])
+		}
+	}
+	return r, nil
+}
+
+func actionKey(id []byte) store.Key { return store.Key{Kind: KindAction, Name: hex.EncodeToString(id)} }
+func outputKey(id []byte) store.Key { return store.Key{Kind: KindOutput, Name: hex.EncodeToString(id)} }
+
+// Get implements [cacheprog.Handler]. Anything wrong with a record or
+// object is a miss; only local I/O failures are errors.
+func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool, error) {
+	c.gets.Add(1)
+	akey := actionKey(actionID)
+	data, local, err := c.Store.ReadLocal(akey, maxRecord)
+	if err != nil {
+		return cacheprog.Entry{}, false, err
+	}
+	if !local {
+		if data, _ = c.Store.ReadRemote(ctx, akey); data == nil {
+			return cacheprog.Entry{}, false, nil
+		}
+	}
+	rec, err := parseRecord(data)
+	if err != nil {
+		c.logf("%s: %v: ignored", akey, err)
+		if local {
+			c.Store.Remove(akey)
+		}
+		return cacheprog.Entry{}, false, nil
+	}
+
+	obj, ok, err := c.Store.Get(ctx, outputKey(rec.outputID), store.Check{Size: rec.size, SHA256: rec.outputID})
+	if err != nil || !ok {
+		return cacheprog.Entry{}, false, err
+	}
+	if !local || rec.size < 0 {
+		// The output is verified and local now; keep the action with it.
+		rec.size = obj.Size
+		if _, err := c.Store.WriteBytes(ctx, akey, rec.local()); err != nil {
+			return cacheprog.Entry{}, false, err
+		}
+	}
+	c.hits.Add(1)
+	return cacheprog.Entry{OutputID: rec.outputID, Size: obj.Size, Time: rec.time, DiskPath: obj.Path}, true, nil
+}
+
+// Put implements [cacheprog.Handler]: it stores the output (verified
+// against its ID) and the action record, then queues both for upload.
+func (c *Cache) Put(ctx context.Context, req cacheprog.PutRequest) (string, error) {
+	okey := outputKey(req.OutputID)
+	obj, err := c.Store.Write(ctx, okey, req.Body, store.Check{Size: req.Size, SHA256: req.OutputID})
+	if err != nil {
+		return "", err
+	}
+	rec := record{outputID: req.OutputID, time: time.Now(), size: obj.Size}
+	akey := actionKey(req.ActionID)
+	if _, err := c.Store.WriteBytes(ctx, akey, rec.local()); err != nil {
+		return "", err
+	}
+	c.puts.Add(1)
+	c.putBytes.Add(obj.Size)
+	if obj.Size >= c.MinUploadSize {
+		c.Store.Upload(store.Upload{Key: okey, Path: obj.Path}, store.Upload{Key: akey, Data: rec.remote()})
+	}
+	return obj.Path, nil
+}
+
+// Close implements [cacheprog.Handler]: it drains pending uploads until
+// ctx ends or DrainTimeout passes. Uploads left undone are logged, not
+// returned: the build's outputs are safe locally, and an error here would
+// fail the go command.
+func (c *Cache) Close(ctx context.Context) error {
+	if c.DrainTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.DrainTimeout)
+		defer cancel()
+	}
+	if err := c.Store.Close(ctx); err != nil {
+		c.logf("close: %v", err)
+	}
+	return nil
+}

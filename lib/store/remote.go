@@ -1,0 +1,443 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// A Remote is a remote tier: a flat namespace of immutable objects, such as
+// an S3 bucket. Keys are "<kind>/<xx>/<name>"; the Remote may prefix them.
+type Remote interface {
+	// Get opens the object at key and reports its size (-1 if unknown).
+	// It returns an error wrapping fs.ErrNotExist if there is none.
+	Get(ctx context.Context, key string) (io.ReadCloser, int64, error)
+
+	// Put stores size bytes read from r at key.
+	Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error
+
+	// Exists reports whether an object is stored at key.
+	Exists(ctx context.Context, key string) (bool, error)
+}
+
+// Remote tier tuning. The timeouts bound each remote call so that a dead
+// remote costs seconds, not a timeout per request; the breaker then skips
+// the remote for a while.
+const (
+	remoteTimeout    = 20 * time.Second // a whole small call
+	transferRate     = 1 << 20          // bytes per second assumed for transfer timeouts
+	breakerThreshold = 3                // consecutive failures that open the breaker
+	breakerBase      = 5 * time.Second  // first open period
+	breakerMax       = 2 * time.Minute  // longest open period
+	maxRecordSize    = 4 << 10          // largest object ReadRemote returns
+	defaultUploads   = 4
+)
+
+// An Upload is one object to write to the remote tier: a local file or
+// in-memory data.
+type Upload struct {
+	Key  Key
+	Path string // local file to upload, or
+	Data []byte // the bytes to upload if Path is empty
+}
+
+// remoteTier layers a Remote under the local directory.
+type remoteTier struct {
+	s       *Store
+	remote  Remote
+	breaker breaker
+	flight  singleflight.Group
+
+	uploaded sync.Map // Key.String() -> true for objects known to be in the remote
+
+	ctx    context.Context // for uploads; cancelled when close gives up
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	queue    [][]Upload // pending upload jobs
+	workers  int        // running upload workers
+	maxWork  int
+	inFlight atomic.Int64 // jobs being uploaded
+	closing  bool
+	idle     chan struct{} // closed and replaced when workers reach zero
+}
+
+func newRemoteTier(s *Store, r Remote, concurrency int) *remoteTier {
+	if concurrency <= 0 {
+		concurrency = defaultUploads
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &remoteTier{
+		s: s, remote: r, maxWork: concurrency,
+		ctx: ctx, cancel: cancel,
+		breaker: breaker{backoff: breakerBase},
+	}
+}
+
+// transferTimeout is the deadline for moving size bytes.
+func transferTimeout(size int64) time.Duration {
+	return remoteTimeout + time.Duration(size/transferRate)*time.Second
+}
+
+// faultIn fetches key from the remote tier into the local one, verified
+// against check. Concurrent calls for one key share one fetch.
+func (r *remoteTier) faultIn(ctx context.Context, key Key, check Check) (Object, bool, error) {
+	v, _, _ := r.flight.Do(key.String(), func() (any, error) {
+		// Another process, or a fetch that just finished, may have
+		// installed it meanwhile.
+		if obj, ok, _ := r.s.lookup(key, check); ok {
+			return &obj, nil
+		}
+		obj, ok := r.fetch(context.WithoutCancel(ctx), key, check)
+		if !ok {
+			return (*Object)(nil), nil
+		}
+		return &obj, nil
+	})
+	if obj := v.(*Object); obj != nil {
+		return *obj, true, nil
+	}
+	return Object{}, false, nil
+}
+
+// readError marks an error from reading the remote stream, as opposed to
+// writing the local file or verifying the content.
+type readError struct{ err error }
+
+func (e readError) Error() string { return e.err.Error() }
+func (e readError) Unwrap() error { return e.err }
+
+type errReader struct{ r io.Reader }
+
+func (e errReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = readError{err}
+	}
+	return n, err
+}
+
+// fetch does the work of faultIn. Every failure is a miss.
+func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, bool) {
+	if !r.breaker.allow() {
+		r.s.stats.remoteSkipped.Add(1)
+		return Object{}, false
+	}
+	timeout := remoteTimeout
+	if check.Size > 0 {
+		timeout = transferTimeout(check.Size)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	rc, size, err := r.remote.Get(ctx, key.String())
+	if errors.Is(err, fs.ErrNotExist) {
+		r.breaker.success()
+		r.s.stats.remoteMisses.Add(1)
+		return Object{}, false
+	} else if err != nil {
+		r.failed("fetch", key, err)
+		return Object{}, false
+	}
+	defer rc.Close()
+	if check.Size >= 0 && size >= 0 && size != check.Size {
+		r.breaker.success()
+		r.s.stats.corruptRemote.Add(1)
+		r.s.logf("remote %s is %d bytes, want %d: not installed", key, size, check.Size)
+		return Object{}, false
+	}
+	obj, err := r.s.install(key, errReader{rc}, check)
+	var rerr readError
+	switch {
+	case errors.As(err, &rerr):
+		r.failed("fetch", key, rerr.err)
+		return Object{}, false
+	case errors.Is(err, errMismatch):
+		r.breaker.success()
+		r.s.stats.corruptRemote.Add(1)
+		r.s.logf("remote %v: not installed", err)
+		return Object{}, false
+	case err != nil:
+		r.s.logf("fault in %s: %v", key, err)
+		return Object{}, false
+	}
+	r.breaker.success()
+	r.uploaded.Store(key.String(), true)
+	r.s.stats.remoteHits.Add(1)
+	r.s.stats.bytesDown.Add(obj.Size)
+	return obj, true
+}
+
+// failed records a remote failure.
+func (r *remoteTier) failed(op string, key Key, err error) {
+	r.s.stats.remoteErrors.Add(1)
+	if r.breaker.failure() {
+		r.s.logf("remote tier failing (%s %s: %v); skipping it for %v", op, key, err, r.breaker.openFor())
+		return
+	}
+	r.s.logf("remote %s %s: %v", op, key, err)
+}
+
+// ReadRemote reads a small object (at most 4 KiB) from the remote tier
+// without installing it locally. Every failure is a miss.
+func (s *Store) ReadRemote(ctx context.Context, key Key) ([]byte, bool) {
+	r := s.remote
+	if r == nil || key.valid() != nil {
+		return nil, false
+	}
+	if !r.breaker.allow() {
+		s.stats.remoteSkipped.Add(1)
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteTimeout)
+	defer cancel()
+	rc, _, err := r.remote.Get(ctx, key.String())
+	if errors.Is(err, fs.ErrNotExist) {
+		r.breaker.success()
+		s.stats.remoteMisses.Add(1)
+		return nil, false
+	} else if err != nil {
+		r.failed("read", key, err)
+		return nil, false
+	}
+	defer rc.Close()
+	data, err := io.ReadAll(io.LimitReader(rc, maxRecordSize+1))
+	if err != nil {
+		r.failed("read", key, err)
+		return nil, false
+	}
+	r.breaker.success()
+	if len(data) > maxRecordSize {
+		s.stats.corruptRemote.Add(1)
+		s.logf("remote %s is longer than %d bytes: ignored", key, maxRecordSize)
+		return nil, false
+	}
+	s.stats.bytesDown.Add(int64(len(data)))
+	return data, true
+}
+
+// Upload writes items to the remote tier behind the caller, in order; if
+// one fails, the rest are not written (so that, for example, a record is
+// never uploaded without the object it names). Without a remote tier it
+// does nothing.
+func (s *Store) Upload(items ...Upload) {
+	r := s.remote
+	if r == nil || len(items) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing {
+		s.stats.uploadsDropped.Add(int64(len(items)))
+		return
+	}
+	r.queue = append(r.queue, items)
+	if r.workers < r.maxWork {
+		if r.workers == 0 {
+			r.idle = make(chan struct{})
+		}
+		r.workers++
+		go r.work()
+	}
+}
+
+// work uploads queued jobs until the queue is empty. close waits for it
+// through r.idle.
+func (r *remoteTier) work() {
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 || r.closing && r.ctx.Err() != nil {
+			r.workers--
+			if r.workers == 0 {
+				close(r.idle)
+			}
+			r.mu.Unlock()
+			return
+		}
+		job := r.queue[0]
+		r.queue[0] = nil
+		r.queue = r.queue[1:]
+		r.inFlight.Add(1)
+		r.mu.Unlock()
+
+		r.upload(job)
+		r.inFlight.Add(-1)
+	}
+}
+
+// upload writes the items of one job in order.
+func (r *remoteTier) upload(job []Upload) {
+	for i, it := range job {
+		if !r.breaker.allow() || r.ctx.Err() != nil {
+			r.s.stats.uploadsDropped.Add(int64(len(job) - i))
+			return
+		}
+		if err := r.put(it); err != nil {
+			r.s.stats.uploadErrors.Add(1)
+			r.s.stats.uploadsDropped.Add(int64(len(job) - i - 1))
+			r.failed("upload", it.Key, err)
+			return
+		}
+	}
+}
+
+// put uploads one item, unless it is a file already in the remote tier.
+func (r *remoteTier) put(it Upload) error {
+	name := it.Key.String()
+	if it.Path == "" {
+		ctx, cancel := context.WithTimeout(r.ctx, remoteTimeout)
+		defer cancel()
+		if err := r.remote.Put(ctx, name, bytes.NewReader(it.Data), int64(len(it.Data))); err != nil {
+			return err
+		}
+		r.breaker.success()
+		r.s.stats.uploads.Add(1)
+		r.s.stats.bytesUp.Add(int64(len(it.Data)))
+		return nil
+	}
+
+	if _, ok := r.uploaded.Load(name); ok {
+		r.s.stats.uploadsFound.Add(1)
+		return nil
+	}
+	f, err := os.Open(it.Path)
+	if err != nil {
+		// Trimmed or replaced locally since the write: nothing to send.
+		r.s.logf("upload %s: %v", name, err)
+		return nil
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", it.Path, err)
+	}
+	ctx, cancel := context.WithTimeout(r.ctx, transferTimeout(fi.Size()))
+	defer cancel()
+	found, err := r.remote.Exists(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !found {
+		if err := r.remote.Put(ctx, name, f, fi.Size()); err != nil {
+			return err
+		}
+		r.s.stats.uploads.Add(1)
+		r.s.stats.bytesUp.Add(fi.Size())
+	} else {
+		r.s.stats.uploadsFound.Add(1)
+	}
+	r.breaker.success()
+	r.uploaded.Store(name, true)
+	return nil
+}
+
+func (r *remoteTier) queueLen() int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return int64(len(r.queue)) + r.inFlight.Load()
+}
+
+// close waits for the upload queue to drain until ctx ends, then cancels
+// what is left and reports it.
+func (r *remoteTier) close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closing = true
+	idle := r.idle
+	r.mu.Unlock()
+	if idle == nil {
+		return nil
+	}
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+	}
+	left := r.queueLen()
+	r.cancel()
+	<-idle
+	r.mu.Lock()
+	dropped := 0
+	for _, job := range r.queue {
+		dropped += len(job)
+	}
+	r.queue = nil
+	r.mu.Unlock()
+	r.s.stats.uploadsDropped.Add(int64(dropped))
+	return fmt.Errorf("%d uploads not finished when the drain deadline passed", left)
+}
+
+// breaker skips the remote tier after repeated failures. After the open
+// period one call is let through (half-open); its success closes the
+// breaker, its failure opens it again for twice as long.
+type breaker struct {
+	mu        sync.Mutex
+	failures  int
+	openUntil time.Time
+	backoff   time.Duration
+	probing   bool
+}
+
+func (b *breaker) allow() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.openUntil.IsZero() {
+		return true
+	}
+	if time.Now().Before(b.openUntil) || b.probing {
+		return false
+	}
+	b.probing = true // let one call through to probe
+	return true
+}
+
+func (b *breaker) success() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures = 0
+	b.openUntil = time.Time{}
+	b.backoff = breakerBase
+	b.probing = false
+}
+
+// failure records a failure and reports whether it opened the breaker.
+func (b *breaker) failure() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures++
+	if b.probing || b.failures >= breakerThreshold && b.openUntil.IsZero() {
+		if b.probing {
+			b.backoff = min(2*b.backoff, breakerMax)
+		}
+		b.probing = false
+		b.openUntil = time.Now().Add(b.backoff)
+		return true
+	}
+	return false
+}
+
+func (b *breaker) openFor() time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return time.Until(b.openUntil).Round(time.Second)
+}
+
+func (b *breaker) state() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.openUntil.IsZero():
+		return "closed"
+	case time.Now().Before(b.openUntil):
+		return "open"
+	}
+	return "half-open"
+}

@@ -1,0 +1,87 @@
+package store
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+)
+
+// counters are the store's live metrics.
+type counters struct {
+	localHits, localMisses, corruptLocal atomic.Int64
+	writes, bytesWritten                 atomic.Int64
+
+	remoteHits, remoteMisses, remoteErrors, remoteSkipped atomic.Int64
+	corruptRemote, bytesDown                              atomic.Int64
+
+	uploads, uploadsFound, uploadErrors, uploadsDropped, bytesUp atomic.Int64
+}
+
+// Stats is a snapshot of a store's metrics since it was opened.
+type Stats struct {
+	LocalHits    int64 `json:"local_hits"`    // objects found in the local tier
+	LocalMisses  int64 `json:"local_misses"`  // objects not found locally
+	CorruptLocal int64 `json:"corrupt_local"` // local objects removed for failing their check
+	Writes       int64 `json:"writes"`        // objects written to the local tier
+	BytesWritten int64 `json:"bytes_written"` // bytes written to the local tier
+
+	RemoteHits    int64 `json:"remote_hits"`    // local misses faulted in from the remote tier
+	RemoteMisses  int64 `json:"remote_misses"`  // local misses the remote tier did not have
+	RemoteErrors  int64 `json:"remote_errors"`  // remote calls that failed (counted as misses)
+	RemoteSkipped int64 `json:"remote_skipped"` // remote calls skipped while the breaker was open
+	CorruptRemote int64 `json:"corrupt_remote"` // remote objects rejected by verification
+	BytesDown     int64 `json:"bytes_down"`     // bytes faulted in
+
+	Uploads        int64 `json:"uploads"`         // objects written to the remote tier
+	UploadsFound   int64 `json:"uploads_found"`   // uploads skipped: already in the remote tier
+	UploadErrors   int64 `json:"upload_errors"`   // uploads that failed
+	UploadsDropped int64 `json:"uploads_dropped"` // uploads not attempted (breaker open or close deadline)
+	UploadQueue    int64 `json:"upload_queue"`    // uploads waiting or in flight
+	BytesUp        int64 `json:"bytes_up"`        // bytes uploaded
+
+	Remote  bool   `json:"remote"`  // whether there is a remote tier
+	Breaker string `json:"breaker"` // remote breaker state: "closed", "open" or "half-open"
+}
+
+// Stats returns a snapshot of the store's metrics.
+func (s *Store) Stats() Stats {
+	c := &s.stats
+	st := Stats{
+		LocalHits:      c.localHits.Load(),
+		LocalMisses:    c.localMisses.Load(),
+		CorruptLocal:   c.corruptLocal.Load(),
+		Writes:         c.writes.Load(),
+		BytesWritten:   c.bytesWritten.Load(),
+		RemoteHits:     c.remoteHits.Load(),
+		RemoteMisses:   c.remoteMisses.Load(),
+		RemoteErrors:   c.remoteErrors.Load(),
+		RemoteSkipped:  c.remoteSkipped.Load(),
+		CorruptRemote:  c.corruptRemote.Load(),
+		BytesDown:      c.bytesDown.Load(),
+		Uploads:        c.uploads.Load(),
+		UploadsFound:   c.uploadsFound.Load(),
+		UploadErrors:   c.uploadErrors.Load(),
+		UploadsDropped: c.uploadsDropped.Load(),
+		BytesUp:        c.bytesUp.Load(),
+	}
+	if s.remote != nil {
+		st.Remote = true
+		st.UploadQueue = s.remote.queueLen()
+		st.Breaker = s.remote.breaker.state()
+	}
+	return st
+}
+
+// String formats the snapshot as one line of key=value pairs, for logs.
+func (st Stats) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "local_hits=%d local_misses=%d corrupt_local=%d writes=%d bytes_written=%d",
+		st.LocalHits, st.LocalMisses, st.CorruptLocal, st.Writes, st.BytesWritten)
+	if st.Remote {
+		fmt.Fprintf(&b, " remote_hits=%d remote_misses=%d remote_errors=%d remote_skipped=%d corrupt_remote=%d bytes_down=%d",
+			st.RemoteHits, st.RemoteMisses, st.RemoteErrors, st.RemoteSkipped, st.CorruptRemote, st.BytesDown)
+		fmt.Fprintf(&b, " uploads=%d uploads_found=%d upload_errors=%d uploads_dropped=%d upload_queue=%d bytes_up=%d breaker=%s",
+			st.Uploads, st.UploadsFound, st.UploadErrors, st.UploadsDropped, st.UploadQueue, st.BytesUp, st.Breaker)
+	}
+	return b.String()
+}

@@ -1,0 +1,370 @@
+// Package store is the tiered object store shared by every front end of
+// go-cache-plugin: the build cache, the module proxy and the reverse proxy.
+//
+// # Local tier
+//
+// Objects live in a local directory, one file per object:
+//
+//	<dir>/<kind>/<xx>/<name>   an object; <xx> is the first two characters of <name>
+//	<dir>/tmp/                 files being written; renamed into place when complete
+//
+// Kinds are chosen by the front ends ("action" and "output" for the build
+// cache, for example); names are lower-case hex. A file appears under its
+// final name only once it is complete and verified: it is written to a
+// temporary file in <dir>/tmp and renamed, so a crash at any point (even
+// SIGKILL) never leaves a partial object visible, and several processes may
+// share one directory. Temporary files left by a crash are removed once
+// they are a day old.
+//
+// # Verification
+//
+// A [Check] describes what an object must be: its size and, for
+// content-addressed objects, its SHA-256. Writes are verified before the
+// rename; a write that fails its check is discarded. A local read checks the
+// size (a stat, cheap enough for every request); a file of the wrong size is
+// removed and reported as a miss. Objects faulted in from the remote tier
+// are verified in full before they are installed.
+//
+// # Remote tier
+//
+// With a [Remote], a local miss is faulted in from the remote tier (one
+// fetch per key at a time) and [Store.Upload] writes objects behind the
+// request that made them. The remote tier uses the same keys as the local
+// directory, "<kind>/<xx>/<name>"; the [Remote] adds any bucket prefix.
+// A remote failure is never an error to the caller: it is a miss, counted
+// and logged.
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// A Key names an object: a kind and a lower-case hex name.
+type Key struct {
+	Kind string
+	Name string
+}
+
+// String returns the key's relative path, "<kind>/<xx>/<name>", which is
+// also its name in the remote tier.
+func (k Key) String() string {
+	return k.Kind + "/" + k.Name[:2] + "/" + k.Name
+}
+
+// valid reports whether k can be used as a file name.
+func (k Key) valid() error {
+	if k.Kind == "" || strings.ContainsAny(k.Kind, `/\.`) {
+		return fmt.Errorf("invalid key kind %q", k.Kind)
+	}
+	if len(k.Name) < 2 {
+		return fmt.Errorf("invalid key name %q", k.Name)
+	}
+	for _, c := range k.Name {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return fmt.Errorf("invalid key name %q: not lower-case hex", k.Name)
+		}
+	}
+	return nil
+}
+
+// A Check describes what an object must be.
+type Check struct {
+	// Size is the object's size in bytes, or -1 if unknown.
+	Size int64
+	// SHA256, if set, is the object's SHA-256 digest.
+	SHA256 []byte
+}
+
+// AnyContent is the check for objects with no known size or digest.
+var AnyContent = Check{Size: -1}
+
+// An Object is an object in the local tier.
+type Object struct {
+	Path    string    // absolute path of the file
+	Size    int64     // size in bytes
+	ModTime time.Time // when the file was written
+}
+
+// Options configure a [Store].
+type Options struct {
+	// Dir is the local directory. It is created if it does not exist.
+	Dir string
+
+	// Remote, if set, is the remote tier.
+	Remote Remote
+
+	// UploadConcurrency bounds concurrent uploads; if zero, 4 is used.
+	UploadConcurrency int
+
+	// Logf, if set, receives log lines about decisions and failures.
+	Logf func(format string, args ...any)
+}
+
+// Store is a local directory with an optional remote tier.
+// Its methods are safe for concurrent use.
+type Store struct {
+	dir    string
+	tmpDir string
+	logf   func(string, ...any)
+	remote *remoteTier // nil without a remote tier
+
+	stats counters
+}
+
+// Open opens (creating if needed) a store in opts.Dir.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("store: no directory given")
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create cache directory: %w", err)
+	}
+	s := &Store{dir: dir, tmpDir: tmp, logf: opts.Logf}
+	if s.logf == nil {
+		s.logf = func(string, ...any) {}
+	}
+	if opts.Remote != nil {
+		s.remote = newRemoteTier(s, opts.Remote, opts.UploadConcurrency)
+	}
+	return s, nil
+}
+
+// Dir returns the absolute path of the local directory.
+func (s *Store) Dir() string { return s.dir }
+
+// Path returns the local path of key.
+func (s *Store) Path(key Key) string {
+	return filepath.Join(s.dir, key.Kind, key.Name[:2], key.Name)
+}
+
+// Get returns the local object for key, faulting it in from the remote tier
+// if it is not present locally. A local file that fails check.Size is
+// removed and treated as absent. Errors are for local faults only; a remote
+// failure is reported as a miss.
+func (s *Store) Get(ctx context.Context, key Key, check Check) (Object, bool, error) {
+	if err := key.valid(); err != nil {
+		return Object{}, false, err
+	}
+	obj, ok, err := s.lookup(key, check)
+	if ok || err != nil {
+		if ok {
+			s.stats.localHits.Add(1)
+		}
+		return obj, ok, err
+	}
+	s.stats.localMisses.Add(1)
+	if s.remote == nil {
+		return Object{}, false, nil
+	}
+	return s.remote.faultIn(ctx, key, check)
+}
+
+// lookup finds key in the local tier.
+func (s *Store) lookup(key Key, check Check) (Object, bool, error) {
+	path := s.Path(key)
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Object{}, false, nil
+	} else if err != nil {
+		return Object{}, false, fmt.Errorf("stat %s: %w", key, err)
+	}
+	if check.Size >= 0 && fi.Size() != check.Size {
+		s.stats.corruptLocal.Add(1)
+		s.logf("local %s is %d bytes, want %d: removing it", key, fi.Size(), check.Size)
+		s.remove(path)
+		return Object{}, false, nil
+	}
+	return Object{Path: path, Size: fi.Size(), ModTime: fi.ModTime()}, true, nil
+}
+
+// Stat reports the local object for key without checking it or looking in
+// the remote tier.
+func (s *Store) Stat(key Key) (Object, bool, error) {
+	if err := key.valid(); err != nil {
+		return Object{}, false, err
+	}
+	return s.lookup(key, AnyContent)
+}
+
+// ReadLocal returns the contents of the local object for key, which must be
+// at most max bytes; a larger file is an error.
+func (s *Store) ReadLocal(key Key, max int64) ([]byte, bool, error) {
+	if err := key.valid(); err != nil {
+		return nil, false, err
+	}
+	f, err := os.Open(s.Path(key))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	} else if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", key, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", key, err)
+	}
+	if int64(len(data)) > max {
+		return nil, false, fmt.Errorf("read %s: longer than %d bytes", key, max)
+	}
+	return data, true, nil
+}
+
+// Remove removes the local object for key, if present.
+func (s *Store) Remove(key Key) error {
+	if err := key.valid(); err != nil {
+		return err
+	}
+	if err := os.Remove(s.Path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *Store) remove(path string) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.logf("remove %s: %v", path, err)
+	}
+}
+
+// Write stores the contents of r in the local tier under key, verifying it
+// against check first. If an object already exists under key with the
+// right size, r is read and verified but not written again. Write does not
+// upload; see [Store.Upload].
+func (s *Store) Write(ctx context.Context, key Key, r io.Reader, check Check) (Object, error) {
+	if err := key.valid(); err != nil {
+		return Object{}, err
+	}
+	if check.SHA256 != nil {
+		// Content-addressed: an existing object of the right size is the
+		// same object, so the body need only be verified.
+		if obj, ok, _ := s.lookup(key, check); ok && check.Size >= 0 {
+			h := sha256.New()
+			n, err := io.Copy(h, r)
+			if err != nil {
+				return Object{}, fmt.Errorf("write %s: %w", key, err)
+			}
+			if err := verify(key, check, n, h); err != nil {
+				return Object{}, err
+			}
+			return obj, nil
+		}
+	}
+	obj, err := s.install(key, r, check)
+	if err != nil {
+		return Object{}, err
+	}
+	s.stats.writes.Add(1)
+	s.stats.bytesWritten.Add(obj.Size)
+	return obj, nil
+}
+
+// WriteBytes is [Store.Write] for small in-memory objects.
+func (s *Store) WriteBytes(ctx context.Context, key Key, data []byte) (Object, error) {
+	return s.Write(ctx, key, bytes.NewReader(data), Check{Size: int64(len(data))})
+}
+
+// install writes r to a temporary file, verifies it and renames it to its
+// final name.
+func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
+	f, err := os.CreateTemp(s.tmpDir, key.Kind+"-*")
+	if err != nil {
+		return Object{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+
+	var h hash.Hash
+	w := io.Writer(f)
+	if check.SHA256 != nil {
+		h = sha256.New()
+		w = io.MultiWriter(f, h)
+	}
+	n, err := io.Copy(w, r)
+	if err != nil {
+		return Object{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	if err := verify(key, check, n, h); err != nil {
+		return Object{}, err
+	}
+	if err := f.Close(); err != nil {
+		return Object{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	path := s.Path(key)
+	err = os.Rename(tmp, path)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+			err = os.Rename(tmp, path)
+		}
+	}
+	if err != nil {
+		return Object{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	ok = true
+	return Object{Path: path, Size: n, ModTime: time.Now()}, nil
+}
+
+// errMismatch marks content that failed its [Check].
+var errMismatch = errors.New("content does not match")
+
+// verify checks that n bytes with digest h (nil if not computed) satisfy
+// check.
+func verify(key Key, check Check, n int64, h hash.Hash) error {
+	if check.Size >= 0 && n != check.Size {
+		return fmt.Errorf("%w: %s: got %d bytes, want %d", errMismatch, key, n, check.Size)
+	}
+	if h != nil {
+		if sum := h.Sum(nil); !bytes.Equal(sum, check.SHA256) {
+			return fmt.Errorf("%w: %s: SHA-256 is %x, want %x", errMismatch, key, sum, check.SHA256)
+		}
+	}
+	return nil
+}
+
+// Close waits for pending uploads until ctx ends and reports what was left.
+func (s *Store) Close(ctx context.Context) error {
+	if s.remote == nil {
+		return nil
+	}
+	return s.remote.close(ctx)
+}
+
+// CleanTemp removes temporary files older than age, left behind by crashed
+// writers. It returns the number removed.
+func (s *Store) CleanTemp(age time.Duration) int {
+	entries, err := os.ReadDir(s.tmpDir)
+	if err != nil {
+		return 0
+	}
+	cutoff := time.Now().Add(-age)
+	n := 0
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			if os.Remove(filepath.Join(s.tmpDir, e.Name())) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
