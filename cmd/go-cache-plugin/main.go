@@ -17,12 +17,14 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/creachadair/command"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/s3util"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
@@ -129,13 +131,56 @@ func logger(on bool) func(string, ...any) {
 	return l.Printf
 }
 
-// openStore opens the store described by cfg.
-func openStore(ctx context.Context, cfg *config) (*store.Store, error) {
-	return store.Open(store.Options{
+// openStore opens the store described by cfg. A bucket that cannot be
+// used is reported on stderr and left out: the local cache still works.
+// The returned function waits for the background check of the bucket (it
+// stops when ctx ends) and must be called before exit.
+func openStore(ctx context.Context, cfg *config) (*store.Store, func(), error) {
+	opts := store.Options{
 		Dir:               cfg.CacheDir,
 		UploadConcurrency: cfg.UploadConcurrency,
 		Logf:              logger(cfg.Verbose),
+	}
+	var bucket *s3util.Client
+	if cfg.Bucket != "" {
+		var err error
+		bucket, err = s3util.New(ctx, s3util.Config{
+			Bucket:    cfg.Bucket,
+			Region:    cfg.Region,
+			Endpoint:  cfg.Endpoint,
+			PathStyle: cfg.PathStyle,
+			Prefix:    cfg.Prefix,
+		})
+		if err != nil {
+			warnf("%v; using the local cache only", err)
+		} else {
+			opts.Remote = bucket
+		}
+	}
+	st, err := store.Open(opts)
+	if err != nil || bucket == nil {
+		return st, func() {}, err
+	}
+	// Check the bucket beside the first requests rather than before them:
+	// a build should not wait for it, but a misconfiguration should be
+	// named rather than show up as a stream of misses.
+	var wg sync.WaitGroup
+	cctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	wg.Go(func() {
+		if err := bucket.Check(cctx); err != nil && cctx.Err() == nil {
+			warnf("%v; using the local cache only", err)
+			st.RemoteDown(err)
+		}
 	})
+	return st, func() { cancel(); wg.Wait() }, nil
+}
+
+// checkTimeout bounds the start-up check of the bucket.
+const checkTimeout = 15 * time.Second
+
+// warnf reports a problem the user should know of, whatever the flags.
+func warnf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "go-cache-plugin: "+format+"\n", args...)
 }
 
 // runDirect serves the cache-prog protocol on stdin and stdout.
@@ -145,10 +190,11 @@ func runDirect(env *command.Env, cfg *config) error {
 			"the go command runs this for you with GOCACHEPROG=go-cache-plugin (see go-cache-plugin help)")
 	}
 	ctx := env.Context()
-	st, err := openStore(ctx, cfg)
+	st, stopCheck, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	defer stopCheck()
 	st.CleanTemp(staleTemp)
 	cache := &gobuild.Cache{
 		Store:         st,

@@ -187,6 +187,22 @@ func (r *remoteTier) failed(op string, key Key, err error) {
 	r.s.logf("remote %s %s: %v", op, key, err)
 }
 
+// RemoteDown reports that the remote tier is known to be unusable (a
+// missing bucket, say). It is skipped for the longest breaker period, then
+// probed again.
+func (s *Store) RemoteDown(err error) {
+	if s.remote == nil {
+		return
+	}
+	b := &s.remote.breaker
+	b.mu.Lock()
+	b.openUntil = time.Now().Add(breakerMax)
+	b.backoff = breakerMax
+	b.probing = false
+	b.mu.Unlock()
+	s.logf("remote tier unavailable, skipping it for %v: %v", breakerMax, err)
+}
+
 // ReadRemote reads a small object (at most 4 KiB) from the remote tier
 // without installing it locally. Every failure is a miss.
 func (s *Store) ReadRemote(ctx context.Context, key Key) ([]byte, bool) {
