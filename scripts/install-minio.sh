@@ -31,6 +31,16 @@ fi
 
 mkdir -p "$bindir"
 
+# Several test packages may ask at once: one builds, the others wait for it.
+exec 9>"${bindir}/.lock"
+if command -v flock >/dev/null; then
+    flock 9
+    if [[ -x "$bin" ]]; then
+        echo "$bin"
+        exit 0
+    fi
+fi
+
 # Build into a scratch directory and move the result into place, so an
 # interrupted build never leaves a partial binary at the final path.
 tmpdir="$(mktemp -d "${bindir}/.build.XXXXXX")"

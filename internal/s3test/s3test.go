@@ -172,6 +172,7 @@ func startOnce(bin, dir string) (*Server, error) {
 	)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
