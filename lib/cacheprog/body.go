@@ -93,12 +93,18 @@ func (b *bodyReader) finish(err error) {
 // quote so that the stream stays framed.
 func (b *bodyReader) fail(err error) {
 	if b.started {
-		if _, serr := b.br.ReadSlice('"'); serr != nil {
+		for {
 			// ReadSlice returns ErrBufferFull for long runs; keep going.
-			for errors.Is(serr, bufio.ErrBufferFull) {
-				_, serr = b.br.ReadSlice('"')
+			seg, serr := b.br.ReadSlice('"')
+			if bytes.IndexByte(seg, '\n') >= 0 {
+				// As in fill: a newline means the string was never closed.
+				b.finish(fmt.Errorf("%w: request %d: body string not terminated before end of line", errFraming, b.id))
+				return
 			}
-			if serr != nil {
+			if serr == nil {
+				break
+			}
+			if !errors.Is(serr, bufio.ErrBufferFull) {
 				b.finish(fmt.Errorf("%w: request %d: body string not terminated: %v", errFraming, b.id, serr))
 				return
 			}
@@ -165,7 +171,7 @@ func (b *bodyReader) fill() {
 	}
 	text := b.raw[:whole]
 	if len(text) > 0 && b.padded {
-		b.fail(fmt.Errorf("request %d: body is not valid base64: data after padding", b.id))
+		b.failOrFinish(closed, fmt.Errorf("request %d: body is not valid base64: data after padding", b.id))
 		return
 	}
 	n, err := base64.StdEncoding.Decode(b.dec, text)

@@ -145,7 +145,7 @@ func (ss *session) readLoop(br *bufio.Reader) (*Request, error) {
 		if err == io.EOF {
 			return nil, nil
 		} else if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("after request %d: %w", ss.lastRead, err)
 		}
 		req := new(Request)
 		if err := json.Unmarshal(line, req); err != nil {
