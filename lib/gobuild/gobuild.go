@@ -130,6 +130,12 @@ func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool
 	akey := actionKey(actionID)
 	data, local, err := c.Store.ReadLocal(akey, maxRecord)
 	if err != nil {
+		// A file too long to be a record is as corrupt as garbage.
+		if obj, ok, serr := c.Store.Stat(akey); serr == nil && ok && obj.Size > maxRecord {
+			c.logf("%s: %d bytes, too long for an action record: ignored", akey, obj.Size)
+			c.Store.Remove(akey)
+			return cacheprog.Entry{}, false, nil
+		}
 		return cacheprog.Entry{}, false, err
 	}
 	if !local {

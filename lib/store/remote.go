@@ -149,6 +149,11 @@ func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, b
 		return Object{}, false
 	}
 	defer rc.Close()
+	if check.Size < 0 {
+		// Nothing expected: hold the stream to what it declared, so that
+		// one cut short without an error is not installed.
+		check.Size = size
+	}
 	if check.Size >= 0 && size >= 0 && size != check.Size {
 		r.breaker.success()
 		r.s.stats.corruptRemote.Add(1)
@@ -167,6 +172,7 @@ func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, b
 		r.s.logf("remote %v: not installed", err)
 		return Object{}, false
 	case err != nil:
+		r.breaker.release() // a local fault says nothing about the remote
 		r.s.logf("fault in %s: %v", key, err)
 		return Object{}, false
 	}
@@ -250,6 +256,13 @@ func (s *Store) Upload(items ...Upload) {
 	if r == nil || len(items) == 0 {
 		return
 	}
+	for _, it := range items {
+		if err := it.Key.valid(); err != nil {
+			s.stats.uploadsDropped.Add(int64(len(items)))
+			s.logf("upload: %v: job dropped", err)
+			return
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closing {
@@ -293,11 +306,20 @@ func (r *remoteTier) work() {
 // upload writes the items of one job in order.
 func (r *remoteTier) upload(job []Upload) {
 	for i, it := range job {
-		if !r.breaker.allow() || r.ctx.Err() != nil {
+		if r.ctx.Err() != nil || !r.breaker.allow() {
 			r.s.stats.uploadsDropped.Add(int64(len(job) - i))
 			return
 		}
-		if err := r.put(it); err != nil {
+		err := r.put(it)
+		if errors.Is(err, errGone) {
+			// Nothing was sent; the rest of the job (a record naming
+			// this object, say) must not be either.
+			r.breaker.release()
+			r.s.stats.uploadsDropped.Add(int64(len(job) - i))
+			r.s.logf("upload %s: %v: %d uploads dropped", it.Key, err, len(job)-i)
+			return
+		}
+		if err != nil {
 			r.s.stats.uploadErrors.Add(1)
 			r.s.stats.uploadsDropped.Add(int64(len(job) - i - 1))
 			r.failed("upload", it.Key, err)
@@ -305,6 +327,9 @@ func (r *remoteTier) upload(job []Upload) {
 		}
 	}
 }
+
+// errGone reports that the local file of an upload has gone.
+var errGone = errors.New("local file gone")
 
 // put uploads one item, unless it is a file already in the remote tier.
 func (r *remoteTier) put(it Upload) error {
@@ -322,14 +347,14 @@ func (r *remoteTier) put(it Upload) error {
 	}
 
 	if _, ok := r.uploaded.Load(name); ok {
+		r.breaker.release() // no remote call made
 		r.s.stats.uploadsFound.Add(1)
 		return nil
 	}
 	f, err := os.Open(it.Path)
 	if err != nil {
-		// Trimmed or replaced locally since the write: nothing to send.
-		r.s.logf("upload %s: %v", name, err)
-		return nil
+		// Trimmed locally since the write: nothing to send.
+		return fmt.Errorf("%w: %v", errGone, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -376,6 +401,11 @@ func (r *remoteTier) close(ctx context.Context) error {
 	case <-idle:
 		return nil
 	case <-ctx.Done():
+		select {
+		case <-idle: // drained too: select chose at random
+			return nil
+		default:
+		}
 	}
 	left := r.queueLen()
 	r.cancel()
@@ -413,6 +443,14 @@ func (b *breaker) allow() bool {
 	}
 	b.probing = true // let one call through to probe
 	return true
+}
+
+// release ends a call let through by allow that did not reach the remote:
+// if it was the probe, another call may probe instead.
+func (b *breaker) release() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probing = false
 }
 
 func (b *breaker) success() {
