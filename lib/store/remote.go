@@ -34,8 +34,9 @@ type Remote interface {
 // the remote for a while.
 const (
 	remoteTimeout    = 20 * time.Second // a whole small call
+	firstByteTimeout = 3 * time.Second  // until a fetch has its response; a miss is cheaper than a wait
 	transferRate     = 1 << 20          // bytes per second assumed for transfer timeouts
-	breakerThreshold = 3                // consecutive failures that open the breaker
+	breakerThreshold = 2                // consecutive failures that open the breaker
 	breakerBase      = 5 * time.Second  // first open period
 	breakerMax       = 2 * time.Minute  // longest open period
 	maxRecordSize    = 4 << 10          // largest object ReadRemote returns
@@ -62,6 +63,13 @@ type remoteTier struct {
 	ctx    context.Context // for uploads; cancelled when close gives up
 	cancel context.CancelFunc
 
+	// Uploads in flight run under callCtx (a child of ctx), which is
+	// cancelled and replaced whenever the breaker opens: a call still
+	// waiting on a remote declared dead would only run into its timeout.
+	callMu     sync.Mutex
+	callCtx    context.Context
+	callCancel context.CancelFunc
+
 	mu       sync.Mutex
 	queue    [][]Upload // pending upload jobs
 	workers  int        // running upload workers
@@ -71,16 +79,33 @@ type remoteTier struct {
 	idle     chan struct{} // closed and replaced when workers reach zero
 }
 
-func newRemoteTier(s *Store, r Remote, concurrency int) *remoteTier {
+func newRemoteTier(s *Store, rem Remote, concurrency int) *remoteTier {
 	if concurrency <= 0 {
 		concurrency = defaultUploads
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &remoteTier{
-		s: s, remote: r, maxWork: concurrency,
+	r := &remoteTier{
+		s: s, remote: rem, maxWork: concurrency,
 		ctx: ctx, cancel: cancel,
 		breaker: breaker{backoff: breakerBase},
 	}
+	r.callCtx, r.callCancel = context.WithCancel(ctx)
+	return r
+}
+
+// uploadContext returns the context for an upload call.
+func (r *remoteTier) uploadContext() context.Context {
+	r.callMu.Lock()
+	defer r.callMu.Unlock()
+	return r.callCtx
+}
+
+// abortCalls cancels the upload calls in flight.
+func (r *remoteTier) abortCalls() {
+	r.callMu.Lock()
+	defer r.callMu.Unlock()
+	r.callCancel()
+	r.callCtx, r.callCancel = context.WithCancel(r.ctx)
 }
 
 // transferTimeout is the deadline for moving size bytes.
@@ -107,6 +132,33 @@ func (r *remoteTier) faultIn(ctx context.Context, key Key, check Check) (Object,
 		return *obj, true, nil
 	}
 	return Object{}, false, nil
+}
+
+// getWithDeadline opens key on remote with a deadline of timeout for the
+// whole transfer and of firstByteTimeout for the response to arrive. The
+// returned reader's Close releases the deadline.
+func getWithDeadline(ctx context.Context, remote Remote, key Key, timeout time.Duration) (io.ReadCloser, int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	t := time.AfterFunc(firstByteTimeout, cancel)
+	rc, size, err := remote.Get(ctx, key.String())
+	t.Stop()
+	if err != nil {
+		cancel()
+		return nil, 0, err
+	}
+	return cancelCloser{rc, cancel}, size, nil
+}
+
+// cancelCloser cancels a context when the reader is closed.
+type cancelCloser struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelCloser) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // readError marks an error from reading the remote stream, as opposed to
@@ -136,10 +188,7 @@ func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, b
 	if check.Size > 0 {
 		timeout = transferTimeout(check.Size)
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-
-	rc, size, err := r.remote.Get(ctx, key.String())
+	rc, size, err := getWithDeadline(ctx, r.remote, key, timeout)
 	if errors.Is(err, fs.ErrNotExist) {
 		r.breaker.success()
 		r.s.stats.remoteMisses.Add(1)
@@ -187,6 +236,7 @@ func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, b
 func (r *remoteTier) failed(op string, key Key, err error) {
 	r.s.stats.remoteErrors.Add(1)
 	if r.breaker.failure() {
+		r.abortCalls()
 		r.s.logf("remote tier failing (%s %s: %v); skipping it for %v", op, key, err, r.breaker.openFor())
 		return
 	}
@@ -206,6 +256,7 @@ func (s *Store) RemoteDown(err error) {
 	b.backoff = breakerMax
 	b.probing = false
 	b.mu.Unlock()
+	s.remote.abortCalls()
 	s.logf("remote tier unavailable, skipping it for %v: %v", breakerMax, err)
 }
 
@@ -220,9 +271,7 @@ func (s *Store) ReadRemote(ctx context.Context, key Key) ([]byte, bool) {
 		s.stats.remoteSkipped.Add(1)
 		return nil, false
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), remoteTimeout)
-	defer cancel()
-	rc, _, err := r.remote.Get(ctx, key.String())
+	rc, _, err := getWithDeadline(context.WithoutCancel(ctx), r.remote, key, remoteTimeout)
 	if errors.Is(err, fs.ErrNotExist) {
 		r.breaker.success()
 		s.stats.remoteMisses.Add(1)
@@ -335,7 +384,7 @@ var errGone = errors.New("local file gone")
 func (r *remoteTier) put(it Upload) error {
 	name := it.Key.String()
 	if it.Path == "" {
-		ctx, cancel := context.WithTimeout(r.ctx, remoteTimeout)
+		ctx, cancel := context.WithTimeout(r.uploadContext(), remoteTimeout)
 		defer cancel()
 		if err := r.remote.Put(ctx, name, bytes.NewReader(it.Data), int64(len(it.Data))); err != nil {
 			return err
@@ -361,7 +410,7 @@ func (r *remoteTier) put(it Upload) error {
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", it.Path, err)
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, transferTimeout(fi.Size()))
+	ctx, cancel := context.WithTimeout(r.uploadContext(), transferTimeout(fi.Size()))
 	defer cancel()
 	found, err := r.remote.Exists(ctx, name)
 	if err != nil {

@@ -466,15 +466,17 @@ func TestNotExistIsNotFailure(t *testing.T) {
 
 	// Failures must be consecutive: a miss in between is a success.
 	fr.setFault("get", "", fault{err: errRemoteDown})
-	get("fail 1")
-	get("fail 2")
+	for i := range breakerThreshold - 1 {
+		get(fmt.Sprint("fail a", i))
+	}
 	fr.clearFaults()
 	get("absent again")
 	fr.setFault("get", "", fault{err: errRemoteDown})
-	get("fail 3")
-	get("fail 4")
+	for i := range breakerThreshold - 1 {
+		get(fmt.Sprint("fail b", i))
+	}
 	if st := s.Stats(); st.Breaker != "closed" {
-		t.Fatalf("breaker %q after 2 failures, a miss, 2 failures; want closed", st.Breaker)
+		t.Fatalf("breaker %q after %d failures, a miss, %d failures; want closed", st.Breaker, breakerThreshold-1, breakerThreshold-1)
 	}
 	get("fail 5")
 	if st := s.Stats(); st.Breaker != "open" {
@@ -1019,5 +1021,45 @@ func TestLocalHitSkipsRemote(t *testing.T) {
 	}
 	if st := s.Stats(); st.CorruptLocal != 1 || st.RemoteHits != 1 {
 		t.Errorf("stats = %v", st)
+	}
+}
+
+// An upload stuck on a remote that the breaker then declares dead is
+// cancelled at once, so Close does not wait for its timeout.
+func TestBreakerOpeningAbortsUploads(t *testing.T) {
+	ctx := context.Background()
+	fr := newFakeRemote()
+	s := openStore(t, "", fr)
+	started := make(chan struct{}, 1)
+	fr.setHook(func(ctx context.Context, op, key string) {
+		if op == "exists" {
+			started <- struct{}{}
+		}
+	})
+	fr.setFault("exists", "", fault{hang: true})
+	fr.setFault("get", "", fault{err: errRemoteDown})
+
+	data := []byte("stuck upload")
+	key, check := contentKey("output", data)
+	if _, err := s.Write(ctx, key, bytes.NewReader(data), check); err != nil {
+		t.Fatal(err)
+	}
+	s.Upload(Upload{Key: key, Path: s.Path(key)})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("upload never reached the remote")
+	}
+	for i := range breakerThreshold {
+		other, check := contentKey("output", []byte{byte(i)})
+		s.Get(ctx, other, check)
+	}
+	// Without the abort, this Close would wait for the hung call; the
+	// context given has no deadline, so the test would time out.
+	if err := s.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	if st := s.Stats(); st.Breaker != "open" || st.UploadErrors != 1 || st.Uploads != 0 {
+		t.Errorf("stats = %v, want breaker=open upload_errors=1 uploads=0", st)
 	}
 }
