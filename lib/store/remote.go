@@ -34,7 +34,6 @@ type Remote interface {
 // the remote for a while.
 const (
 	remoteTimeout    = 20 * time.Second // a whole small call
-	firstByteTimeout = 3 * time.Second  // until a fetch has its response; a miss is cheaper than a wait
 	transferRate     = 1 << 20          // bytes per second assumed for transfer timeouts
 	breakerThreshold = 2                // consecutive failures that open the breaker
 	breakerBase      = 5 * time.Second  // first open period
@@ -138,16 +137,30 @@ func (r *remoteTier) faultIn(ctx context.Context, key Key, check Check) (Object,
 // whole transfer and of firstByteTimeout for the response to arrive. The
 // returned reader's Close releases the deadline.
 func getWithDeadline(ctx context.Context, remote Remote, key Key, timeout time.Duration) (io.ReadCloser, int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	t := time.AfterFunc(firstByteTimeout, cancel)
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil); cancelTimeout() }
+	t := time.AfterFunc(firstByteTimeout, func() { cancelCause(errNoResponse) })
 	rc, size, err := remote.Get(ctx, key.String())
 	t.Stop()
 	if err != nil {
+		if context.Cause(ctx) == errNoResponse {
+			err = fmt.Errorf("%w: %v", errNoResponse, err)
+		}
 		cancel()
 		return nil, 0, err
 	}
 	return cancelCloser{rc, cancel}, size, nil
 }
+
+// firstByteTimeout bounds the wait for a fetch's response: a miss is
+// cheaper than a wait. A variable so that tests can shorten it.
+var firstByteTimeout = 3 * time.Second
+
+// errNoResponse reports a remote that did not answer within
+// firstByteTimeout. It opens the breaker at once: a remote that does not
+// answer at all would otherwise cost that timeout once more.
+var errNoResponse = errors.New("no response in time")
 
 // cancelCloser cancels a context when the reader is closed.
 type cancelCloser struct {
@@ -235,7 +248,7 @@ func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, b
 // failed records a remote failure.
 func (r *remoteTier) failed(op string, key Key, err error) {
 	r.s.stats.remoteErrors.Add(1)
-	if r.breaker.failure() {
+	if r.breaker.failure(errors.Is(err, errNoResponse)) {
 		r.abortCalls()
 		r.s.logf("remote tier failing (%s %s: %v); skipping it for %v", op, key, err, r.breaker.openFor())
 		return
@@ -512,10 +525,14 @@ func (b *breaker) success() {
 }
 
 // failure records a failure and reports whether it opened the breaker.
-func (b *breaker) failure() bool {
+// A severe failure opens it without waiting for the threshold.
+func (b *breaker) failure(severe bool) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failures++
+	if severe {
+		b.failures = max(b.failures, breakerThreshold)
+	}
 	if b.probing || b.failures >= breakerThreshold && b.openUntil.IsZero() {
 		if b.probing {
 			b.backoff = min(2*b.backoff, breakerMax)

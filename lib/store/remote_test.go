@@ -497,18 +497,18 @@ func TestBreakerStates(t *testing.T) {
 		t.Fatal("new breaker is not closed")
 	}
 	for i := range breakerThreshold - 1 {
-		if b.failure() {
+		if b.failure(false) {
 			t.Fatalf("failure %d opened the breaker", i+1)
 		}
 	}
 	b.success() // resets the count
 	for i := range breakerThreshold - 1 {
-		if b.failure() {
+		if b.failure(false) {
 			t.Fatalf("failure %d after a success opened the breaker", i+1)
 		}
 	}
 	before := time.Now()
-	if !b.failure() {
+	if !b.failure(false) {
 		t.Fatalf("failure %d did not open the breaker", breakerThreshold)
 	}
 	after := time.Now()
@@ -521,7 +521,7 @@ func TestBreakerStates(t *testing.T) {
 	// A late failure of a call let through before it opened does not
 	// extend the period.
 	until := b.openUntil
-	if b.failure() || !b.openUntil.Equal(until) {
+	if b.failure(false) || !b.openUntil.Equal(until) {
 		t.Errorf("failure while open changed the period")
 	}
 
@@ -540,7 +540,7 @@ func TestBreakerStates(t *testing.T) {
 		}
 		want = min(2*want, breakerMax)
 		before := time.Now()
-		if !b.failure() {
+		if !b.failure(false) {
 			t.Fatal("failed probe did not reopen the breaker")
 		}
 		after := time.Now()
@@ -568,7 +568,7 @@ func TestBreakerStates(t *testing.T) {
 		t.Errorf("after a successful probe: state %q backoff %v", b.state(), b.backoff)
 	}
 	for range breakerThreshold - 1 {
-		b.failure()
+		b.failure(false)
 	}
 	if b.state() != "closed" {
 		t.Error("failure count not reset by the successful probe")
@@ -1061,5 +1061,30 @@ func TestBreakerOpeningAbortsUploads(t *testing.T) {
 	}
 	if st := s.Stats(); st.Breaker != "open" || st.UploadErrors != 1 || st.Uploads != 0 {
 		t.Errorf("stats = %v, want breaker=open upload_errors=1 uploads=0", st)
+	}
+}
+
+// A remote that does not answer at all opens the breaker on the first
+// call, so it costs one first-byte timeout, not one per call.
+func TestNoResponseOpensBreakerAtOnce(t *testing.T) {
+	defer func(d time.Duration) { firstByteTimeout = d }(firstByteTimeout)
+	firstByteTimeout = 20 * time.Millisecond
+	ctx := context.Background()
+	fr := newFakeRemote()
+	s := openStore(t, "", fr)
+	defer closeStore(t, s)
+	fr.setFault("get", "", fault{hang: true})
+
+	key, check := contentKey("output", []byte("unanswered"))
+	if _, ok, err := s.Get(ctx, key, check); ok || err != nil {
+		t.Fatalf("Get = %v, %v, want miss", ok, err)
+	}
+	if st := s.Stats(); st.Breaker != "open" || st.RemoteErrors != 1 {
+		t.Fatalf("after one unanswered fetch: stats %v, want breaker=open remote_errors=1", st)
+	}
+	other, check := contentKey("output", []byte("skipped"))
+	s.Get(ctx, other, check)
+	if c := fr.count("get", ""); c != 1 {
+		t.Errorf("remote Get called %d times, want 1", c)
 	}
 }
