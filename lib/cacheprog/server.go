@@ -10,6 +10,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // A Handler does the storage work behind a [Server]. Its methods are called
@@ -30,6 +31,20 @@ type Handler interface {
 	Close(ctx context.Context) error
 }
 
+// A FastGetter is a [Handler] that can answer some gets at once, without
+// blocking (from a local disk, say). The server calls GetFast on the
+// goroutine that reads requests and answers there, saving the hand-off to a
+// handler goroutine on the hot path of a build; what GetFast cannot answer
+// goes to Get as usual.
+type FastGetter interface {
+	Handler
+
+	// GetFast reports whether it could answer the get for actionID
+	// without blocking (answered) and, if so, whether the action was found
+	// and its entry.
+	GetFast(actionID []byte) (e Entry, found, answered bool)
+}
+
 // ErrNoClose is returned by [Server.Serve] when the input ended without a
 // close request (the client went away).
 var ErrNoClose = errors.New("input ended without a close request")
@@ -48,11 +63,13 @@ type Server struct {
 
 // session is the state of one call to Serve.
 type session struct {
-	srv *Server
-	ctx context.Context
-	out chan *Response
-	sem chan struct{}
-	wg  sync.WaitGroup
+	srv  *Server
+	ctx  context.Context
+	out  *responseWriter
+	fast FastGetter // nil if the handler is not one
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	busy atomic.Int64 // dispatched requests not yet answered
 
 	mu       sync.Mutex
 	inFlight map[int64]bool
@@ -74,14 +91,13 @@ func (s *Server) Serve(ctx context.Context, in io.Reader, out io.Writer) error {
 	ss := &session{
 		srv:      s,
 		ctx:      ctx,
-		out:      make(chan *Response, n),
+		out:      &responseWriter{w: out},
 		sem:      make(chan struct{}, n),
 		inFlight: make(map[int64]bool),
 	}
-	writeErr := make(chan error, 1)
-	go func() { writeErr <- writeResponses(out, ss.out) }()
+	ss.fast, _ = s.Handler.(FastGetter)
 
-	ss.out <- &Response{ID: 0, KnownCommands: []string{CmdGet, CmdPut, CmdClose}}
+	ss.out.write(&Response{ID: 0, KnownCommands: []string{CmdGet, CmdPut, CmdClose}})
 	closeReq, readErr := ss.readLoop(bufio.NewReaderSize(in, MaxRequestLine))
 	ss.wg.Wait()
 
@@ -92,10 +108,9 @@ func (s *Server) Serve(ctx context.Context, in io.Reader, out io.Writer) error {
 			rsp.Err = herr.Error()
 		}
 		s.logf("response %d: close err=%q", rsp.ID, rsp.Err)
-		ss.out <- rsp
+		ss.out.write(rsp)
 	}
-	close(ss.out)
-	werr := <-writeErr
+	werr := ss.out.error()
 	switch {
 	case readErr != nil:
 		return readErr
@@ -115,26 +130,31 @@ func (s *Server) logf(format string, args ...any) {
 	}
 }
 
-// writeResponses encodes responses from ch onto w, flushing whenever no
-// further response is waiting. After a write error it keeps draining ch so
-// that handlers never block, and reports the first error at the end.
-func writeResponses(w io.Writer, ch <-chan *Response) error {
-	bw := bufio.NewWriterSize(w, 64<<10)
-	enc := json.NewEncoder(bw)
-	var err error
-	for rsp := range ch {
-		if err != nil {
-			continue
-		}
-		err = enc.Encode(rsp)
-		if err == nil && len(ch) == 0 {
-			err = bw.Flush()
-		}
+// responseWriter writes responses, one at a time, each flushed at once:
+// the go command waits for each answer, so latency matters more than
+// batching. After a write error it discards further responses, so that
+// handlers never block on a dead client, and remembers the error.
+type responseWriter struct {
+	mu  sync.Mutex
+	w   io.Writer
+	buf []byte
+	err error
+}
+
+func (rw *responseWriter) write(rsp *Response) {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.err != nil {
+		return
 	}
-	if err == nil {
-		err = bw.Flush()
-	}
-	return err
+	rw.buf = appendResponse(rw.buf[:0], rsp)
+	_, rw.err = rw.w.Write(rw.buf)
+}
+
+func (rw *responseWriter) error() error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return rw.err
 }
 
 // readLoop reads requests and dispatches them until close (returned), the
@@ -169,6 +189,18 @@ func (ss *session) readLoop(br *bufio.Reader) (*Request, error) {
 			if err := checkID("ActionID", req.ActionID); err != nil {
 				ss.reject(req, err)
 				continue
+			}
+			// Answer inline only when nothing earlier is still running,
+			// so that a get never overtakes the put it might depend on.
+			if ss.fast != nil && ss.busy.Load() == 0 {
+				if e, found, answered := ss.fast.GetFast(req.ActionID); answered {
+					if found {
+						ss.respond(hit(req.ID, e))
+					} else {
+						ss.respond(&Response{ID: req.ID, Miss: true})
+					}
+					continue
+				}
 			}
 			ss.dispatch(func() *Response { return ss.get(req) })
 		case CmdPut:
@@ -277,8 +309,13 @@ func (ss *session) get(req *Request) *Response {
 	case !ok:
 		return &Response{ID: req.ID, Miss: true}
 	}
+	return hit(req.ID, e)
+}
+
+// hit is the response for a get that found e.
+func hit(id int64, e Entry) *Response {
 	t := e.Time
-	return &Response{ID: req.ID, OutputID: e.OutputID, Size: e.Size, Time: &t, DiskPath: e.DiskPath}
+	return &Response{ID: id, OutputID: e.OutputID, Size: e.Size, Time: &t, DiskPath: e.DiskPath}
 }
 
 // dispatch runs fn on its own goroutine once a concurrency slot is free and
@@ -286,10 +323,12 @@ func (ss *session) get(req *Request) *Response {
 func (ss *session) dispatch(fn func() *Response) {
 	ss.sem <- struct{}{}
 	ss.wg.Add(1)
+	ss.busy.Add(1)
 	go func() {
 		defer ss.wg.Done()
 		rsp := fn()
 		ss.respond(rsp)
+		ss.busy.Add(-1)
 		<-ss.sem
 	}()
 }
@@ -302,7 +341,7 @@ func (ss *session) reject(req *Request, err error) {
 func (ss *session) respond(rsp *Response) {
 	ss.end(rsp.ID)
 	ss.srv.logf("response %d: miss=%v size=%d err=%q", rsp.ID, rsp.Miss, rsp.Size, rsp.Err)
-	ss.out <- rsp
+	ss.out.write(rsp)
 }
 
 func (ss *session) begin(id int64) bool {

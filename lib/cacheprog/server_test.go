@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1138,4 +1139,107 @@ func TestBodyReaderChunkBoundaries(t *testing.T) {
 			t.Errorf("put of %d bytes: handler got %d bytes, not the body", len(want), len(p.Body))
 		}
 	}
+}
+
+// fastHandler is a testHandler that answers gets for known actions, and
+// misses for actions it is told are absent, through GetFast.
+type fastHandler struct {
+	*testHandler
+	absent   map[string]bool
+	fastHits atomic.Int32
+}
+
+func (h *fastHandler) GetFast(actionID []byte) (Entry, bool, bool) {
+	if h.absent[hex.EncodeToString(actionID)] {
+		return Entry{}, false, true
+	}
+	h.mu.Lock()
+	e, ok := h.entries[hex.EncodeToString(actionID)]
+	h.mu.Unlock()
+	if ok {
+		h.fastHits.Add(1)
+	}
+	return e, ok, ok
+}
+
+// A FastGetter answers hits and definite misses without Get; the rest go
+// to Get; and while any request is being handled, gets are not answered
+// inline (so one never overtakes a put it may depend on, with
+// MaxConcurrency 1).
+func TestFastGetter(t *testing.T) {
+	h := &fastHandler{testHandler: newHandler(), absent: map[string]bool{hex.EncodeToString(id32(3)): true}}
+	known := h.add(id32(1), []byte("known"))
+
+	// A put that blocks until released, then a get of the same action.
+	release := make(chan struct{})
+	h.putHook = func(ctx context.Context, req PutRequest) (string, error) {
+		io.ReadAll(req.Body)
+		<-release
+		h.add(req.ActionID, []byte("late"))
+		return "/mem/late", nil
+	}
+	sawGet4 := make(chan struct{})
+	h.getHook = func(ctx context.Context, actionID []byte) error {
+		if bytes.Equal(actionID, id32(4)) {
+			close(sawGet4)
+		}
+		return nil
+	}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	srv := &Server{Handler: h, MaxConcurrency: 4}
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), pr, &out) }()
+
+	write(t, pw, getReq(1, id32(1))+getReq(3, id32(3))+getReq(2, id32(2)))
+	write(t, pw, putReq(4, id32(4), id32(9), []byte("late"))+getReq(5, id32(4)))
+	waitFor(t, sawGet4, "the get read during the put to reach Get")
+	close(release)
+	write(t, pw, closeReq(6))
+	if err := waitErr(t, done); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	_, rsps := parseResponses(t, out.String())
+	byID := map[int64]Response{}
+	for _, r := range rsps {
+		byID[r.ID] = r
+	}
+	checkHit(t, byID[1], known)
+	if !byID[2].Miss || !byID[3].Miss {
+		t.Errorf("gets of unknown actions: %+v, %+v; want misses", byID[2], byID[3])
+	}
+	if byID[4].DiskPath != "/mem/late" || byID[5].ID != 5 {
+		t.Errorf("put, get = %+v, %+v", byID[4], byID[5])
+	}
+	if n := h.fastHits.Load(); n != 1 {
+		t.Errorf("GetFast answered %d hits, want 1", n)
+	}
+	// Get saw only the action GetFast could not answer (2) and the one
+	// read while the put was running (4).
+	h.mu.Lock()
+	gets := h.gets
+	h.mu.Unlock()
+	slices.SortFunc(gets, bytes.Compare)
+	if len(gets) != 2 || !bytes.Equal(gets[0], id32(2)) || !bytes.Equal(gets[1], id32(4)) {
+		t.Errorf("Get called for %x, want actions 02.. and 04..", gets)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and a later reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -305,6 +305,7 @@ func (s *Store) ReadRemote(ctx context.Context, key Key) ([]byte, bool) {
 		s.logf("remote %s is longer than %d bytes: ignored", key, maxRecordSize)
 		return nil, false
 	}
+	s.stats.remoteHits.Add(1)
 	s.stats.bytesDown.Add(int64(len(data)))
 	return data, true
 }

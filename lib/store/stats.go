@@ -17,7 +17,10 @@ type counters struct {
 	uploads, uploadsFound, uploadErrors, uploadsDropped, bytesUp atomic.Int64
 }
 
-// Stats is a snapshot of a store's metrics since it was opened.
+// Stats is a snapshot of a store's metrics since it was opened. Local
+// hits and misses count lookups through [Store.Get] and [Store.GetLocal]
+// (for the build cache, outputs); remote hits and misses count every object
+// asked of the remote tier, small records included.
 type Stats struct {
 	LocalHits    int64 `json:"local_hits"`    // objects found in the local tier
 	LocalMisses  int64 `json:"local_misses"`  // objects not found locally

@@ -44,8 +44,10 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -175,6 +177,24 @@ func (s *Store) Get(ctx context.Context, key Key, check Check) (Object, bool, er
 	return s.remote.faultIn(ctx, key, check)
 }
 
+// GetLocal is [Store.Get] without the remote tier: it returns the local
+// object for key if it is there and passes check.Size. A hit is counted; a
+// miss is not, since a caller that cares goes on to call Get.
+func (s *Store) GetLocal(key Key, check Check) (Object, bool) {
+	if key.valid() != nil {
+		return Object{}, false
+	}
+	obj, ok, err := s.lookup(key, check)
+	if !ok || err != nil {
+		return Object{}, false
+	}
+	s.stats.localHits.Add(1)
+	return obj, true
+}
+
+// HasRemote reports whether the store has a remote tier.
+func (s *Store) HasRemote() bool { return s.remote != nil }
+
 // lookup finds key in the local tier.
 func (s *Store) lookup(key Key, check Check) (Object, bool, error) {
 	path := s.Path(key)
@@ -282,7 +302,7 @@ func (s *Store) WriteBytes(ctx context.Context, key Key, data []byte) (Object, e
 // install writes r to a temporary file, verifies it and renames it to its
 // final name.
 func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
-	f, err := os.CreateTemp(s.tmpDir, key.Kind+"-*")
+	f, err := s.createTemp(key.Kind)
 	if err != nil {
 		return Object{}, fmt.Errorf("write %s: %w", key, err)
 	}
@@ -327,6 +347,20 @@ func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
 
 // errMismatch marks content that failed its [Check].
 var errMismatch = errors.New("content does not match")
+
+// createTemp creates a new file in the temporary directory. Unlike
+// os.CreateTemp it leaves the mode to the umask (0666 before it, as the go
+// command's own cache does), so a directory shared by a group stays usable.
+func (s *Store) createTemp(prefix string) (*os.File, error) {
+	for range 100 {
+		name := filepath.Join(s.tmpDir, prefix+"-"+strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, errors.New("cannot create a temporary file")
+}
 
 // verify checks that n bytes with digest h (nil if not computed) satisfy
 // check.
