@@ -356,6 +356,52 @@ func BenchmarkGetHit(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 }
 
+// BenchmarkGetHitLatency sends one get at a time and waits for its answer,
+// as the go command does along a chain of dependencies: it measures the
+// round trip, where BenchmarkGetHit measures pipelined throughput.
+func BenchmarkGetHitLatency(b *testing.B) {
+	s := startSession(b)
+	body, _ := io.ReadAll(&genReader{n: 4 << 10})
+	oid := sha256.Sum256(body)
+	aid := sha256.Sum256([]byte("BenchmarkGetHitLatency"))
+	// One writer, since io.Pipe blocks a write until it has all been read
+	// and the server reads a request's last newline only with the next.
+	type request struct {
+		req  cacheprog.Request
+		body io.Reader
+	}
+	reqs := make(chan request)
+	defer close(reqs)
+	go func() {
+		bw := bufio.NewWriter(s.in)
+		for r := range reqs {
+			err := writeRequest(bw, r.req, r.body)
+			if err == nil {
+				err = bw.Flush()
+			}
+			if err != nil {
+				s.in.CloseWithError(err)
+			}
+		}
+	}()
+	send := func(req cacheprog.Request, body io.Reader) { reqs <- request{req, body} }
+	send(cacheprog.Request{ID: 1, Command: cacheprog.CmdPut, ActionID: aid[:], OutputID: oid[:], BodySize: int64(len(body))}, bytes.NewReader(body))
+	if line := s.line(b); !bytes.Contains(line, []byte(`"DiskPath"`)) {
+		b.Fatalf("put response %q", line)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		send(cacheprog.Request{ID: int64(i + 2), Command: cacheprog.CmdGet, ActionID: aid[:]}, nil)
+		if line := s.line(b); !bytes.Contains(line, []byte(`"DiskPath"`)) {
+			b.Fatalf("get response %q, want a hit", line)
+		}
+	}
+	b.StopTimer()
+	send(cacheprog.Request{ID: int64(b.N + 2), Command: cacheprog.CmdClose}, nil)
+	s.finish(b, int64(b.N+2))
+	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N), "µs/get")
+}
+
 func BenchmarkPut1MiB(b *testing.B) {
 	const size = 1 << 20
 	s := startSession(b)
