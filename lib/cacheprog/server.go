@@ -178,8 +178,10 @@ func (ss *session) readLoop(br *bufio.Reader) (*Request, error) {
 		if !ss.begin(req.ID) {
 			return nil, fmt.Errorf("malformed request %d: ID already in flight", req.ID)
 		}
-		ss.srv.logf("request %d: %s action=%s output=%s size=%d", req.ID, req.Command,
-			ShortID(req.ActionID), ShortID(req.OutputID), req.BodySize)
+		if ss.srv.Logf != nil {
+			ss.srv.Logf("request %d: %s action=%s output=%s size=%d", req.ID, req.Command,
+				ShortID(req.ActionID), ShortID(req.OutputID), req.BodySize)
+		}
 
 		switch req.Command {
 		case CmdClose:
@@ -340,7 +342,9 @@ func (ss *session) reject(req *Request, err error) {
 
 func (ss *session) respond(rsp *Response) {
 	ss.end(rsp.ID)
-	ss.srv.logf("response %d: miss=%v size=%d err=%q", rsp.ID, rsp.Miss, rsp.Size, rsp.Err)
+	if ss.srv.Logf != nil {
+		ss.srv.Logf("response %d: miss=%v size=%d err=%q", rsp.ID, rsp.Miss, rsp.Size, rsp.Err)
+	}
 	ss.out.write(rsp)
 }
 

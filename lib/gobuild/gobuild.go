@@ -97,11 +97,20 @@ func (r record) remote() []byte {
 	return fmt.Appendf(nil, "%x %d", r.outputID, r.time.UnixNano())
 }
 
-// parseRecord parses an action record in either form.
+// parseRecord parses an action record in either form. It is on the path
+// of every lookup, so it splits the fields by hand.
 func parseRecord(data []byte) (record, error) {
-	f := strings.Fields(string(data))
-	if len(f) != 2 && len(f) != 3 {
-		return record{}, fmt.Errorf("action record has %d fields, want 2 or 3", len(f))
+	var f [4]string
+	n := 0
+	for field := range strings.FieldsSeq(string(data)) {
+		if n == len(f) {
+			break
+		}
+		f[n] = field
+		n++
+	}
+	if n != 2 && n != 3 {
+		return record{}, fmt.Errorf("action record has %d fields, want 2 or 3", n)
 	}
 	oid, err := hex.DecodeString(f[0])
 	if err != nil || len(oid) != cacheprog.IDSize {
@@ -112,7 +121,7 @@ func parseRecord(data []byte) (record, error) {
 		return record{}, fmt.Errorf("action record has invalid time %q", f[1])
 	}
 	r := record{outputID: oid, time: time.Unix(0, ns), size: -1}
-	if len(f) == 3 {
+	if n == 3 {
 		if r.size, err = strconv.ParseInt(f[2], 10, 64); err != nil || r.size < 0 {
 			return record{}, fmt.Errorf("action record has invalid size %q", f[2])
 		}

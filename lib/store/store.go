@@ -228,22 +228,17 @@ func (s *Store) ReadLocal(key Key, max int64) ([]byte, bool, error) {
 	if err := key.valid(); err != nil {
 		return nil, false, err
 	}
-	f, err := os.Open(s.Path(key))
+	data, err := readSmall(s.Path(key), max)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, false, nil
 	} else if err != nil {
 		return nil, false, fmt.Errorf("read %s: %w", key, err)
 	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, false, fmt.Errorf("read %s: %w", key, err)
-	}
-	if int64(len(data)) > max {
-		return nil, false, fmt.Errorf("read %s: longer than %d bytes", key, max)
-	}
 	return data, true, nil
 }
+
+// errTooLong reports a file longer than readSmall's limit.
+var errTooLong = errors.New("file too long")
 
 // Remove removes the local object for key, if present.
 func (s *Store) Remove(key Key) error {
