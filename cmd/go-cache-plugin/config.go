@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
 // config holds the global settings, from flags and their environment
@@ -30,6 +32,10 @@ type config struct {
 	UploadConcurrency int
 
 	envErrs []error // environment variables that did not parse
+
+	// wrapRemote, if set, wraps the remote tier (serve sets it to time
+	// remote calls for its metrics).
+	wrapRemote func(store.Remote) store.Remote
 }
 
 // envVar ties a flag to the environment variable that sets its default.
@@ -138,6 +144,7 @@ func environmentHelp(root *flag.FlagSet) string {
 		}
 		fmt.Fprintf(&b, "  %-24s %-18s %s\n", v.Env, name, usage)
 	}
+	b.WriteString(subcommandEnvHelp())
 	b.WriteString("\nThe S3 client also reads the AWS SDK's own variables (AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION, ...).\n")
 	return b.String()
 }

@@ -60,6 +60,8 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 				Help: "", // filled in below, once the flags exist
 			}}),
 			command.VersionCommand(),
+			serveCommand(cfg),
+			connectCommand(cfg),
 		},
 	}
 	env := root.NewEnv(cfg).MergeFlags(true)
@@ -155,6 +157,9 @@ func openStore(ctx context.Context, cfg *config) (*store.Store, func(), error) {
 			warnf("%v; using the local cache only", err)
 		} else {
 			opts.Remote = bucket
+			if cfg.wrapRemote != nil {
+				opts.Remote = cfg.wrapRemote(bucket)
+			}
 		}
 	}
 	st, err := store.Open(opts)
@@ -185,7 +190,7 @@ func warnf(format string, args ...any) {
 
 // runDirect serves the cache-prog protocol on stdin and stdout.
 func runDirect(env *command.Env, cfg *config) error {
-	if fi, err := os.Stdin.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+	if isTerminal(os.Stdin) {
 		fmt.Fprintln(os.Stderr, "go-cache-plugin: serving the cache-prog protocol on stdin; "+
 			"the go command runs this for you with GOCACHEPROG=go-cache-plugin (see go-cache-plugin help)")
 	}

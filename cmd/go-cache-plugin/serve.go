@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/creachadair/command"
+	"github.com/go-cache-plugin/go-cache-plugin/internal/ops"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/daemon"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
+)
+
+// serveConfig holds the flags of the serve command.
+type serveConfig struct {
+	Plugin          string
+	HTTP            string
+	ShutdownTimeout time.Duration
+	WriteTimeout    time.Duration
+
+	envErrs []error
+}
+
+// serveEnv lists the environment variables of the serve command's flags
+// (the reference tool's names for --plugin and --http).
+var serveEnv = []envVar{
+	{"plugin", "GOCACHE_PLUGIN"},
+	{"http", "GOCACHE_HTTP"},
+	{"shutdown-timeout", "GOCACHE_SHUTDOWN_TIMEOUT"},
+	{"write-timeout", "GOCACHE_WRITE_TIMEOUT"},
+}
+
+func (c *serveConfig) bind(fs *flag.FlagSet) {
+	fs.StringVar(&c.Plugin, "plugin", "", "where to serve the cache-prog protocol: a port number (TCP on 127.0.0.1 only) or a Unix socket path")
+	fs.StringVar(&c.HTTP, "http", "", "address of the HTTP listener ([host]:port; loopback unless a host is given): /metrics, /healthz, /debug/pprof/, status page")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long live sessions may take to finish before they are cut")
+	fs.DurationVar(&c.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "drop a client that leaves its responses unread this long")
+	c.envErrs = applyEnv(fs, serveEnv)
+}
+
+func (c *serveConfig) check() error {
+	if len(c.envErrs) > 0 {
+		return c.envErrs[0]
+	}
+	switch {
+	case c.Plugin == "":
+		return errors.New("serve needs --plugin (a port number or a Unix socket path)")
+	case c.ShutdownTimeout < 0:
+		return errors.New("--shutdown-timeout must not be negative")
+	case c.WriteTimeout <= 0:
+		return errors.New("--write-timeout must be positive")
+	}
+	if _, err := daemon.ParseAddr(c.Plugin); err != nil {
+		return fmt.Errorf("--plugin: %v", err)
+	}
+	if c.HTTP != "" {
+		if _, err := ops.ListenAddr(c.HTTP); err != nil {
+			return fmt.Errorf("--http=%q: %v", c.HTTP, err)
+		}
+	}
+	return nil
+}
+
+func serveCommand(cfg *config) *command.C {
+	sc := new(serveConfig)
+	return &command.C{
+		Name:  "serve",
+		Usage: "--plugin=<port|socket> [--http=[host]:port] [flags]",
+		Help: `Run the cache as a daemon shared by every go command on the host.
+
+The daemon serves the cache-prog protocol on --plugin: a port number means TCP
+on 127.0.0.1 only; anything else is the path of a Unix socket, created with
+mode 0600 (a stale socket file is replaced; a live daemon's is left alone).
+Go commands reach it through the connect command:
+
+   go-cache-plugin serve --plugin=5930 &
+   export GOCACHEPROG="go-cache-plugin connect 5930"
+
+On a Unix socket, connect hands the go command's pipes over to the daemon,
+which then talks to the go command directly; over TCP connect copies the
+protocol through, at some cost per request. Prefer a socket where you can.
+
+All sessions share one store; the global flags (--cache-dir, --bucket, -c
+per session, ...) apply. A client's close ends its own session only.
+
+With --http, an HTTP listener serves /metrics (Prometheus), /healthz,
+/debug/pprof/ and a status page at /.
+
+On SIGINT or SIGTERM the daemon stops accepting, lets live sessions finish
+for --shutdown-timeout, drains pending uploads for --drain-timeout, reports
+what it had to cut and exits 0. A second signal cuts the waits short.`,
+		SetFlags: func(_ *command.Env, fs *flag.FlagSet) { sc.bind(fs) },
+		Run: func(env *command.Env) error {
+			if len(env.Args) > 0 {
+				return env.Usagef("serve takes no arguments, got %q", env.Args)
+			}
+			if err := sc.check(); err != nil {
+				return env.Usagef("%v", err)
+			}
+			return failed(runServe(env, cfg, sc))
+		},
+	}
+}
+
+// version names the running binary for the status page and metrics.
+func version() string {
+	vi := command.GetVersionInfo()
+	v := vi.Version
+	if v == "" {
+		v = "devel"
+	}
+	if vi.Commit != "" {
+		v += " " + vi.Commit[:min(12, len(vi.Commit))]
+	}
+	if vi.Modified {
+		v += "+dirty"
+	}
+	return v
+}
+
+// runServe runs the daemon until SIGINT or SIGTERM.
+func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
+	ctx := env.Context() // cancelled by SIGINT and SIGTERM
+	logf := logger(true)
+	addr, _ := daemon.ParseAddr(sc.Plugin) // checked
+
+	// Listen first: a live daemon on the socket should stop us before
+	// anything else is set up.
+	pl, err := daemon.Listen(addr)
+	if err != nil {
+		return err
+	}
+	defer pl.Close()
+	var hl net.Listener
+	var web *ops.Server
+	if sc.HTTP != "" {
+		if hl, err = ops.Listen(sc.HTTP); err != nil {
+			return fmt.Errorf("--http: %w", err)
+		}
+		defer hl.Close()
+		web = ops.New(version())
+		cfg.wrapRemote = web.InstrumentRemote
+	}
+
+	st, stopCheck, err := openStore(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer stopCheck()
+	st.CleanTemp(staleTemp)
+	cache := &gobuild.Cache{
+		Store:         st,
+		MinUploadSize: cfg.MinUploadSize,
+		Logf:          logf,
+	}
+	newHandler := func() cacheprog.Handler { return cache.Session() }
+	if web != nil {
+		fe := web.NewFrontEnd("build")
+		newHandler = func() cacheprog.Handler { return ops.InstrumentHandler(cache.Session(), fe) }
+	}
+	d := &daemon.Server{
+		NewHandler:     newHandler,
+		MaxConcurrency: cfg.Concurrency,
+		WriteTimeout:   sc.WriteTimeout,
+		Logf:           logf,
+		Verbosef:       logger(cfg.Verbose),
+	}
+	if cfg.Debug {
+		d.Debugf = logf
+	}
+
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- d.Serve(pl) }()
+	target := sc.Plugin
+	if addr.Network == "tcp" {
+		_, target, _ = net.SplitHostPort(pl.Addr().String())
+	}
+	logf("serving the cache-prog protocol on %s %s; use GOCACHEPROG=\"go-cache-plugin connect %s\"",
+		addr.Network, pl.Addr(), target)
+	if web != nil {
+		web.WatchStore(st)
+		web.WatchSessions(d.Stats)
+		go func() {
+			if err := web.Serve(hl); err != nil {
+				serveErr <- fmt.Errorf("HTTP listener: %w", err)
+			}
+		}()
+		logf("serving HTTP on http://%s/", hl.Addr())
+	}
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logf("shutting down (%v): accepting no new sessions", context.Cause(ctx))
+	case runErr = <-serveErr:
+		logf("shutting down: %v", runErr)
+	}
+	if web != nil {
+		web.SetDraining()
+	}
+
+	// A second signal cuts the waits short.
+	hurry, hurryUp := context.WithCancel(context.Background())
+	defer hurryUp()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case s := <-sigs:
+			logf("%v again: cutting the shutdown short", s)
+			hurryUp()
+		case <-hurry.Done():
+		}
+	}()
+
+	sctx, cancel := context.WithTimeout(hurry, sc.ShutdownTimeout)
+	rep := d.Shutdown(sctx)
+	cancel()
+
+	queued := st.Stats().UploadQueue
+	dctx, cancel := hurry, context.CancelFunc(func() {})
+	if cfg.DrainTimeout > 0 {
+		dctx, cancel = context.WithTimeout(hurry, cfg.DrainTimeout)
+	}
+	drainErr := st.Close(dctx)
+	cancel()
+
+	if web != nil {
+		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		web.Shutdown(hctx)
+		cancel()
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "shutdown complete: sessions: %d finished, %d cut", rep.Finished, rep.Cut)
+	if rep.Stuck > 0 {
+		fmt.Fprintf(&b, " (%d still busy, abandoned)", rep.Stuck)
+	}
+	switch {
+	case drainErr != nil:
+		fmt.Fprintf(&b, "; uploads: %v", drainErr)
+	case queued > 0:
+		fmt.Fprintf(&b, "; uploads: %d drained", queued)
+	}
+	logf("%s", b.String())
+	if cfg.Metrics {
+		printMetrics(cache, st)
+	}
+	return runErr
+}
+
+// subcommandEnvHelp lists the environment variables of the subcommands'
+// flags, for "help environment".
+func subcommandEnvHelp() string {
+	var b strings.Builder
+	for _, c := range []struct {
+		name string
+		vars []envVar
+		bind func(*flag.FlagSet)
+	}{
+		{"serve", serveEnv, func(fs *flag.FlagSet) { new(serveConfig).bind(fs) }},
+		{"connect", connectEnv, func(fs *flag.FlagSet) { new(connectConfig).bind(fs) }},
+	} {
+		var fs flag.FlagSet
+		c.bind(&fs)
+		fmt.Fprintf(&b, "\nFlags of %q:\n\n", c.name)
+		for _, v := range c.vars {
+			usage := strings.TrimSuffix(fs.Lookup(v.Flag).Usage, fmt.Sprintf(" ($%s)", v.Env))
+			fmt.Fprintf(&b, "  %-24s %-18s %s\n", v.Env, "--"+v.Flag, usage)
+		}
+	}
+	return b.String()
+}
