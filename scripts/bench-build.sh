@@ -68,6 +68,9 @@
 #   BENCH_COLD_ROUNDS     rounds of B            (3)
 #   BENCH_S3_COLD_ROUNDS  rounds of C2           ($BENCH_COLD_ROUNDS)
 #   BENCH_S3_ROUNDS       rounds of C1           (5)
+#   BENCH_PREFETCH_ROUNDS rounds of D            (3; D is run only when
+#                         BENCH_SECTIONS names it: see the D section)
+#   BENCH_S3_LATENCY      delay D adds to every S3 request (20ms)
 #   BENCH_PLUGIN          a prebuilt plugin binary to use instead of
 #                         building ./cmd/go-cache-plugin
 #   BENCH_PLUGIN_FLAGS    extra flags for every plugin run
@@ -113,8 +116,8 @@ fi
 default_sections=AB
 ((have_s3)) && default_sections=ABC
 sections="${BENCH_SECTIONS:-$default_sections}"
-if [[ "$sections" == *C* ]] && ! ((have_s3)); then
-    echo "bench-build: section C needs BENCH_S3=1 or BENCH_S3_ENDPOINT/BENCH_S3_BUCKET" >&2
+if [[ "$sections" == *[CD]* ]] && ! ((have_s3)); then
+    echo "bench-build: sections C and D need BENCH_S3=1 or BENCH_S3_ENDPOINT/BENCH_S3_BUCKET" >&2
     exit 2
 fi
 if [[ -n "$s3_endpoint" && -z "$s3_bucket" ]]; then
@@ -141,8 +144,13 @@ else
 fi
 [[ "$work" != *[[:space:]]* ]] || die "the scratch directory must have no spaces: $work"
 minio_pid=""
+lat_pid=""
 cleanup() {
     local status=$?
+    if [[ -n "$lat_pid" ]]; then
+        kill "$lat_pid" 2>/dev/null || true
+        wait "$lat_pid" 2>/dev/null || true
+    fi
     if [[ -n "$minio_pid" ]]; then
         kill "$minio_pid" 2>/dev/null || true
         wait "$minio_pid" 2>/dev/null || true
@@ -305,7 +313,7 @@ build() {
         done
         # Any other line of the plugin's is worth a look.
         local other
-        other="$(grep 'go-cache-plugin:' "$logf" | grep -v -e 'gets=' -e 'store local_hits=' || true)"
+        other="$(grep 'go-cache-plugin:' "$logf" | grep -v -e 'gets=' -e 'store local_hits=' -e 'prefetch manifest=' || true)"
         if [[ -n "$other" ]]; then
             odd_notes+=("$name: plugin said: $(head -n 3 <<<"$other" | tr '\n' '|')")
         fi
@@ -539,6 +547,104 @@ if [[ "$sections" == *C* ]]; then
     detail_lines+=("C: bucket: $s3_desc")
 fi
 
+# ---------------------------------------------------------------- D: prefetch
+
+# D. Only with an S3 endpoint, and only when asked (BENCH_SECTIONS=D):
+#    a cold worker with a manifest. After an untimed fill (a cold build into
+#    a private --cache-dir and an empty bucket prefix, which writes the
+#    manifest, then one untimed empty-dir build), each round builds
+#      warm: the fully warm --cache-dir (same bucket flags),
+#      pf:   an empty --cache-dir, prefetching from the manifest (default),
+#      od:   an empty --cache-dir with --prefetch=0 (on demand only),
+#    straight against the bucket and through scripts/bench-latency adding
+#    BENCH_S3_LATENCY (default 20ms) to every request. BENCH_PREFETCH_ROUNDS
+#    rounds (default 3), the order rotated. Targets: pf/warm <= 1.3, and
+#    <= 1.6 with the latency.
+d_rounds="${BENCH_PREFETCH_ROUNDS:-3}"
+if [[ "$sections" == *D* ]]; then
+    d_latency="${BENCH_S3_LATENCY:-20ms}"
+    lat_bin="$work/bin/bench-latency"
+    (cd "$repo" && go build -o "$lat_bin" ./scripts/bench-latency)
+    "$lat_bin" -target="$s3_endpoint" -delay="$d_latency" >"$work/logs/latency.url" 2>"$work/logs/latency.log" &
+    lat_pid=$!
+    for _ in $(seq 1 100); do
+        [[ -s "$work/logs/latency.url" ]] && break
+        sleep 0.1
+    done
+    lat_endpoint="$(head -n 1 "$work/logs/latency.url")"
+    [[ "$lat_endpoint" == http://* ]] || die "bench-latency did not start"
+    d_flags() { # ENDPOINT
+        printf '%s' "--bucket=$s3_bucket --s3-endpoint-url=$1 --s3-path-style --prefix=bench-$run_id/d"
+    }
+    d_prefetch() { # LOGNAME: the prefetch figures of a build
+        grep -o 'prefetch manifest=.*' "$work/logs/$1.log" | tail -n 1 |
+            grep -o -e 'prefetched=[0-9]*' -e 'prefetched_bytes=[0-9]*' -e 'prefetch_used=[0-9]*' \
+                -e 'prefetch_wasted_bytes=[0-9]*' -e 'prefetch_waited=[0-9]*' | tr '\n' ' ' || true
+    }
+    wd="$work/dirs/D-warm" wg="$work/dirs/D-warm-gocache"
+    fresh "$wd" "$wg"
+    log "D: filling the bucket (untimed cold build)"
+    build "D fill" D-fill "$wg" "$(plugin_prog "$wd" "" $(d_flags "$s3_endpoint"))"
+    log "D fill ${last_time}s $last_stats"
+    ed="$work/dirs/D-empty" eg="$work/dirs/D-empty-gocache"
+    fresh "$ed" "$eg"
+    build "D warm-up" D-warmup "$eg" "$(plugin_prog "$ed" "" $(d_flags "$s3_endpoint"))"
+    log "D warm-up empty-dir ${last_time}s $last_stats $(d_prefetch D-warmup)"
+    declare -A d_times=()
+    d_r_pf=() d_r_od=() d_r_pf_lat=() d_r_od_lat=()
+    for ((i = 1; i <= d_rounds; i++)); do
+        case $((i % 3)) in
+        1) order="warm pf od" ;;
+        2) order="pf od warm" ;;
+        0) order="od warm pf" ;;
+        esac
+        for lat in 0 1; do
+            ep="$s3_endpoint" tag=""
+            ((lat)) && ep="$lat_endpoint" tag="-lat"
+            for side in $order; do
+                name="D-$side$tag-$i"
+                case $side in
+                warm) build "$name" "$name" "$wg" "$(plugin_prog "$wd" "" $(d_flags "$ep"))" ;;
+                pf | od)
+                    fresh "$ed" "$eg"
+                    extra=""
+                    [[ $side == od ]] && extra="--prefetch=0"
+                    build "$name" "$name" "$eg" "$(plugin_prog "$ed" "" $(d_flags "$ep") $extra)"
+                    ;;
+                esac
+                d_times[$side$tag]+="$last_time "
+                log "$name ${last_time}s $last_stats $(d_prefetch "$name")"
+                [[ $side != pf ]] || d_stats[$lat]="$last_stats $(d_prefetch "$name")"
+            done
+            w="$(awk '{ print $NF }' <<<"${d_times[warm$tag]}")"
+            p="$(awk '{ print $NF }' <<<"${d_times[pf$tag]}")"
+            o="$(awk '{ print $NF }' <<<"${d_times[od$tag]}")"
+            if ((lat)); then
+                d_r_pf_lat+=("$(ratio "$p" "$w")") d_r_od_lat+=("$(ratio "$o" "$w")")
+            else
+                d_r_pf+=("$(ratio "$p" "$w")") d_r_od+=("$(ratio "$o" "$w")")
+            fi
+        done
+    done
+    for tag in "" -lat; do
+        what="loopback MinIO"
+        [[ -z "$tag" ]] || what="MinIO + $d_latency per request"
+        # shellcheck disable=SC2086
+        mw="$(median ${d_times[warm$tag]})" mp="$(median ${d_times[pf$tag]})" mo="$(median ${d_times[od$tag]})"
+        if [[ -z "$tag" ]]; then rp=("${d_r_pf[@]}") ro=("${d_r_od[@]}") d_target=1.3; else rp=("${d_r_pf_lat[@]}") ro=("${d_r_od_lat[@]}") d_target=1.6; fi
+        mr="$(median "${rp[@]}")"
+        summary_rows+=("| D. cold worker, $what | empty --cache-dir, prefetch | ${d_times[pf$tag]}| $mp | $mr vs warm dir | <= $d_target: $(verdict "$mr" "$d_target") |")
+        summary_rows+=("| D. cold worker, $what | empty --cache-dir, --prefetch=0 | ${d_times[od$tag]}| $mo | $(median "${ro[@]}") vs warm dir | |")
+        summary_rows+=("| D. cold worker, $what | warm --cache-dir | ${d_times[warm$tag]}| $mw | | |")
+        detail_lines+=("D$tag: per-round ratios prefetch/warm: $(join "${rp[@]}"); on-demand/warm: $(join "${ro[@]}")")
+    done
+    detail_lines+=("D: plugin metrics of a prefetching build: ${d_stats[0]:-}")
+    detail_lines+=("D-lat: plugin metrics of a prefetching build: ${d_stats[1]:-}")
+    kill "$lat_pid" 2>/dev/null || true
+    wait "$lat_pid" 2>/dev/null || true
+    lat_pid=""
+fi
+
 # ---------------------------------------------------------------- summary
 
 elapsed=$((SECONDS - run_start))
@@ -552,6 +658,7 @@ elapsed=$((SECONDS - run_start))
     [[ "$sections" != *A* ]] || rounds+=("A $warm_rounds")
     [[ "$sections" != *B* ]] || rounds+=("B $cold_rounds")
     [[ "$sections" != *C* ]] || rounds+=("C2 $s3_cold_rounds" "C1 $s3_rounds")
+    [[ "$sections" != *D* ]] || rounds+=("D $d_rounds")
     echo "- rounds: $(IFS=,; echo "${rounds[*]}" | sed 's/,/, /g'); configurations alternated, order flipped each round"
     echo "- ratio: median of the per-round ratios plugin/go (same round, back to back)"
     echo "- wall time of the whole run: ${elapsed}s"

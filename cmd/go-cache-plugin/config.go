@@ -31,6 +31,16 @@ type config struct {
 	MinUploadSize     int64
 	UploadConcurrency int
 
+	// Hygiene and trust (see limits.go).
+	MaxSize  byteSize
+	Expiry   age
+	ReadOnly bool
+	announce bool // log the store's setup at startup whatever -v says (serve)
+
+	// Manifests and prefetch (see manifest.go).
+	Manifest string
+	Prefetch int
+
 	envErrs []error // environment variables that did not parse
 
 	// wrapRemote, if set, wraps the remote tier (serve sets it to time
@@ -60,6 +70,9 @@ var globalEnv = []envVar{
 	{"prefix", "GOCACHE_KEY_PREFIX"},
 	{"min-upload-size", "GOCACHE_MIN_SIZE"},
 	{"u", "GOCACHE_S3_CONCURRENCY"},
+	{"max-size", "GOCACHE_MAX_SIZE"},
+	{"expiry", "GOCACHE_EXPIRY"},
+	{"read-only", "GOCACHE_READ_ONLY"},
 }
 
 // defaultCacheDir is <user cache dir>/go-cache-plugin.
@@ -86,6 +99,8 @@ func (c *config) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.Prefix, "prefix", "", "prefix of every key in the bucket")
 	fs.Int64Var(&c.MinUploadSize, "min-upload-size", 0, "smallest object, in bytes, written to the bucket")
 	fs.IntVar(&c.UploadConcurrency, "u", runtime.NumCPU(), "maximum number of concurrent uploads to the bucket")
+	c.bindLimits(fs)
+	c.bindManifest(fs)
 	c.envErrs = applyEnv(fs, globalEnv)
 }
 
@@ -113,6 +128,9 @@ func applyEnv(fs *flag.FlagSet, vars []envVar) []error {
 func (c *config) check() error {
 	if len(c.envErrs) > 0 {
 		return c.envErrs[0]
+	}
+	if err := c.checkManifest(); err != nil {
+		return err
 	}
 	switch {
 	case c.CacheDir == "":

@@ -62,8 +62,11 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 			command.VersionCommand(),
 			serveCommand(cfg),
 			connectCommand(cfg),
+			pruneCommand(cfg),
+			statsCommand(cfg),
 		},
 	}
+	announceStore(root.FindSubcommand("serve"), cfg)
 	env := root.NewEnv(cfg).MergeFlags(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -142,6 +145,9 @@ func openStore(ctx context.Context, cfg *config) (*store.Store, func(), error) {
 		Dir:               cfg.CacheDir,
 		UploadConcurrency: cfg.UploadConcurrency,
 		Logf:              logger(cfg.Verbose),
+		Limits:            cfg.limits(),
+		Links:             gobuild.Links,
+		ReadOnly:          cfg.ReadOnly,
 	}
 	var bucket *s3util.Client
 	if cfg.Bucket != "" {
@@ -163,6 +169,9 @@ func openStore(ctx context.Context, cfg *config) (*store.Store, func(), error) {
 		}
 	}
 	st, err := store.Open(opts)
+	if err == nil {
+		logger(cfg.Verbose || cfg.announce)("%s", describeStore(cfg, st))
+	}
 	if err != nil || bucket == nil {
 		return st, func() {}, err
 	}
@@ -207,13 +216,15 @@ func runDirect(env *command.Env, cfg *config) error {
 		DrainTimeout:  cfg.DrainTimeout,
 		Logf:          logger(true),
 	}
-	srv := &cacheprog.Server{Handler: cache, MaxConcurrency: cfg.Concurrency}
+	manifests, names := newManifests(cfg, cache), manifestNames(cfg, true)
+	srv := &cacheprog.Server{Handler: beginBuild(ctx, manifests, cache, names), MaxConcurrency: cfg.Concurrency}
 	if cfg.Debug {
 		srv.Logf = logger(true)
 	}
 	err = srv.Serve(ctx, os.Stdin, os.Stdout)
 	if cfg.Metrics {
 		printMetrics(cache, st)
+		printPrefetchMetrics(manifests, names)
 	}
 	if errors.Is(err, cacheprog.ErrNoClose) {
 		logger(cfg.Verbose)("%v", err)

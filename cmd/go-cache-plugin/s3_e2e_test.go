@@ -72,6 +72,8 @@ func TestS3(t *testing.T) {
 	t.Run("ReferenceLayout", h.testReferenceLayout)
 	t.Run("Faults", h.testFaults)
 	t.Run("BadConfig", h.testBadConfig)
+	t.Run("ReadOnly", h.testReadOnly)
+	t.Run("Prefetch", h.testPrefetch)
 }
 
 // env is the go command's environment for the plugin with cache directory

@@ -161,10 +161,13 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		MinUploadSize: cfg.MinUploadSize,
 		Logf:          logf,
 	}
-	newHandler := func() cacheprog.Handler { return cache.Session() }
+	// Each session is a build with the daemon's --manifest, if any.
+	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
+	session := func() cacheprog.FastGetter { return beginBuild(ctx, manifests, cache.Session(), names) }
+	newHandler := func() cacheprog.Handler { return session() }
 	if web != nil {
 		fe := web.NewFrontEnd("build")
-		newHandler = func() cacheprog.Handler { return ops.InstrumentHandler(cache.Session(), fe) }
+		newHandler = func() cacheprog.Handler { return ops.InstrumentHandler(session(), fe) }
 	}
 	d := &daemon.Server{
 		NewHandler:     newHandler,
@@ -254,6 +257,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	logf("%s", b.String())
 	if cfg.Metrics {
 		printMetrics(cache, st)
+		printPrefetchMetrics(manifests, names)
 	}
 	return runErr
 }

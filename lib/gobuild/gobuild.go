@@ -18,6 +18,14 @@
 //
 // Outputs are uploaded before the action records that name them, so another
 // worker never finds an action whose output has not been written.
+//
+// With [Manifests], each build also keeps a manifest in the remote tier,
+// "manifest/<name>", listing the actions it asked for; a build that starts
+// prefetches what its manifest lists (see [Manifests]).
+//
+// For the store's trimmer ([Links]), an action record goes with its output:
+// the output's last use is the record's, and a record whose output has
+// been trimmed is removed. A record found without its output is a miss.
 package gobuild
 
 import (
@@ -127,6 +135,19 @@ func parseRecord(data []byte) (record, error) {
 		}
 	}
 	return r, nil
+}
+
+// Links tells the store's trimmer that action records name outputs; pass
+// it as [store.Options.Links].
+var Links = store.Links{KindAction: recordTarget}
+
+// recordTarget returns the output an action record names.
+func recordTarget(data []byte) (store.Key, bool) {
+	rec, err := parseRecord(data)
+	if err != nil {
+		return store.Key{}, false
+	}
+	return outputKey(rec.outputID), true
 }
 
 func actionKey(id []byte) store.Key { return store.Key{Kind: KindAction, Name: hex.EncodeToString(id)} }

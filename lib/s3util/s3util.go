@@ -16,6 +16,9 @@
 //
 // with IDs in lower-case hex and <xx> their first two digits. This is the
 // layout of the reference tool, so either can read a bucket the other wrote.
+// [Client.List] streams a listing of the prefix, page by page (for
+// "go-cache-plugin stats"). Nothing here deletes objects: lifecycle rules on
+// the bucket do (see docs/operations.md).
 //
 // # Failure policy
 //
@@ -151,6 +154,46 @@ func (c *Client) Check(ctx context.Context) error {
 		return fmt.Errorf("bucket %q does not exist", c.bucket)
 	} else if err != nil {
 		return fmt.Errorf("bucket %q: %w", c.bucket, describe(err))
+	}
+	return nil
+}
+
+// listPageSize is the number of keys asked for per page of a listing (a
+// variable for tests).
+var listPageSize int32 = 1000
+
+// An ObjectInfo describes an object listed by [Client.List].
+type ObjectInfo struct {
+	Key          string // the store key, "<kind>/<xx>/<name>": the bucket key without the prefix
+	Size         int64
+	LastModified time.Time
+}
+
+// List calls fn for every object under the client's prefix, in key order,
+// as the listing's pages (of up to 1000 keys) arrive: memory does not grow
+// with the size of the bucket. It stops at the first error, fn's included.
+func (c *Client) List(ctx context.Context, fn func(ObjectInfo) error) error {
+	in := &s3.ListObjectsV2Input{Bucket: &c.bucket, MaxKeys: aws.Int32(listPageSize)}
+	strip := ""
+	if c.prefix != "" {
+		strip = c.prefix + "/"
+		in.Prefix = aws.String(strip)
+	}
+	p := s3.NewListObjectsV2Paginator(c.s3, in)
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return fmt.Errorf("s3 list %s: %w", c.bucket+"/"+strip, describe(err))
+		}
+		for _, o := range page.Contents {
+			info := ObjectInfo{Key: strings.TrimPrefix(aws.ToString(o.Key), strip), Size: aws.ToInt64(o.Size)}
+			if o.LastModified != nil {
+				info.LastModified = *o.LastModified
+			}
+			if err := fn(info); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -313,10 +313,15 @@ func (s *Store) ReadRemote(ctx context.Context, key Key) ([]byte, bool) {
 // Upload writes items to the remote tier behind the caller, in order; if
 // one fails, the rest are not written (so that, for example, a record is
 // never uploaded without the object it names). Without a remote tier it
-// does nothing.
+// does nothing; with a read-only one ([Options.ReadOnly]) it only counts
+// the items, and makes no remote call.
 func (s *Store) Upload(items ...Upload) {
 	r := s.remote
 	if r == nil || len(items) == 0 {
+		return
+	}
+	if s.readOnly {
+		s.stats.uploadsSkipped.Add(int64(len(items)))
 		return
 	}
 	for _, it := range items {

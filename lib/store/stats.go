@@ -15,6 +15,9 @@ type counters struct {
 	corruptRemote, bytesDown                              atomic.Int64
 
 	uploads, uploadsFound, uploadErrors, uploadsDropped, bytesUp atomic.Int64
+	uploadsSkipped                                               atomic.Int64
+
+	trims, trimmed, trimmedBytes atomic.Int64
 }
 
 // Stats is a snapshot of a store's metrics since it was opened. Local
@@ -41,9 +44,15 @@ type Stats struct {
 	UploadsDropped int64 `json:"uploads_dropped"` // uploads not attempted (breaker open or close deadline)
 	UploadQueue    int64 `json:"upload_queue"`    // uploads waiting or in flight
 	BytesUp        int64 `json:"bytes_up"`        // bytes uploaded
+	UploadsSkipped int64 `json:"uploads_skipped"` // uploads not made: the remote tier is read-only
 
-	Remote  bool   `json:"remote"`  // whether there is a remote tier
-	Breaker string `json:"breaker"` // remote breaker state: "closed", "open" or "half-open"
+	Trims        int64 `json:"trims"`         // trims of the local directory run by this store
+	Trimmed      int64 `json:"trimmed"`       // objects those trims removed
+	TrimmedBytes int64 `json:"trimmed_bytes"` // bytes those trims removed
+
+	Remote   bool   `json:"remote"`    // whether there is a remote tier
+	ReadOnly bool   `json:"read_only"` // whether the remote tier is read-only
+	Breaker  string `json:"breaker"`   // remote breaker state: "closed", "open" or "half-open"
 }
 
 // Stats returns a snapshot of the store's metrics.
@@ -66,6 +75,11 @@ func (s *Store) Stats() Stats {
 		UploadErrors:   c.uploadErrors.Load(),
 		UploadsDropped: c.uploadsDropped.Load(),
 		BytesUp:        c.bytesUp.Load(),
+		UploadsSkipped: c.uploadsSkipped.Load(),
+		Trims:          c.trims.Load(),
+		Trimmed:        c.trimmed.Load(),
+		TrimmedBytes:   c.trimmedBytes.Load(),
+		ReadOnly:       s.readOnly,
 	}
 	if s.remote != nil {
 		st.Remote = true
@@ -80,11 +94,17 @@ func (st Stats) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "local_hits=%d local_misses=%d corrupt_local=%d writes=%d bytes_written=%d",
 		st.LocalHits, st.LocalMisses, st.CorruptLocal, st.Writes, st.BytesWritten)
+	if st.Trims > 0 {
+		fmt.Fprintf(&b, " trims=%d trimmed=%d trimmed_bytes=%d", st.Trims, st.Trimmed, st.TrimmedBytes)
+	}
 	if st.Remote {
 		fmt.Fprintf(&b, " remote_hits=%d remote_misses=%d remote_errors=%d remote_skipped=%d corrupt_remote=%d bytes_down=%d",
 			st.RemoteHits, st.RemoteMisses, st.RemoteErrors, st.RemoteSkipped, st.CorruptRemote, st.BytesDown)
 		fmt.Fprintf(&b, " uploads=%d uploads_found=%d upload_errors=%d uploads_dropped=%d upload_queue=%d bytes_up=%d breaker=%s",
 			st.Uploads, st.UploadsFound, st.UploadErrors, st.UploadsDropped, st.UploadQueue, st.BytesUp, st.Breaker)
+		if st.ReadOnly {
+			fmt.Fprintf(&b, " read_only=true uploads_skipped=%d", st.UploadsSkipped)
+		}
 	}
 	return b.String()
 }

@@ -16,6 +16,44 @@
 // share one directory. Temporary files left by a crash are removed once
 // they are a day old.
 //
+// # Last use, trimming and the lock files
+//
+// An object's modification time is the time of its last use: a lookup that
+// finds an object whose time is an hour old or more sets it to now (one
+// system call, at most once an hour per object, as the go command does with
+// its own cache). Records named in [Options.Links] (the build cache's
+// action records) are not touched: their last use is that of the object
+// they name.
+//
+// With [Limits] (a size bound and an expiry), a trim removes objects unused
+// for longer than the expiry, then the least recently used objects until the
+// directory is within the size. Records go with the objects they name, and
+// records naming an object that is gone are removed. Sizes are the files'
+// lengths. Trims run in the background when writes may have pushed the
+// directory past its size ([Options.Limits]), every ten minutes while the
+// store is open, at [Store.Close], and on request ([Store.Trim],
+// [Store.TrimIfDue]); each time only if one is due, except for Trim.
+//
+// Several processes may share a directory, so two lock files coordinate
+// them:
+//
+//	<dir>/users.lock   every process serving requests from the directory
+//	                   holds a shared lock on it, from Open to Close
+//	<dir>/trim.lock    held exclusively by the one process trimming; it
+//	                   also records when the last trim ran and the
+//	                   directory's estimated size, to which each process
+//	                   adds what it wrote
+//
+// A trim never removes a file that a live request may still read. If it can
+// lock users.lock exclusively, no other process is using the directory and
+// any object may go (a process that starts meanwhile records every use, not
+// only hourly ones, until the trim ends). Otherwise the trim leaves alone
+// every object whose recorded use is less than an hour and ten minutes old:
+// use being recorded hourly, that covers every object used in the last ten
+// minutes. Either way an object is taken out by a rename and its time
+// checked again before it is deleted: an object whose use was recorded
+// meanwhile is put back, and a request that finds it gone is a miss.
+//
 // # Verification
 //
 // A [Check] describes what an object must be: its size and, for
@@ -49,6 +87,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -95,7 +135,7 @@ var AnyContent = Check{Size: -1}
 type Object struct {
 	Path    string    // absolute path of the file
 	Size    int64     // size in bytes
-	ModTime time.Time // when the file was written
+	ModTime time.Time // when the file was written or its use last recorded
 }
 
 // Options configure a [Store].
@@ -111,15 +151,53 @@ type Options struct {
 
 	// Logf, if set, receives log lines about decisions and failures.
 	Logf func(format string, args ...any)
+
+	// Limits, if not zero, bound the local directory: writes that may
+	// have pushed it past Limits.MaxSize start a trim in the background,
+	// the store checks every ten minutes whether one is due, and Close
+	// trims it if one is due.
+	Limits Limits
+
+	// Links names the kinds of objects that are records naming other
+	// objects, for the trimmer.
+	Links Links
+
+	// ReadOnly makes the remote tier read-only: [Store.Upload] only
+	// counts what it would have written. The local directory is written
+	// as usual.
+	ReadOnly bool
+
+	// Maintenance opens the store to inspect or trim the directory, not
+	// to serve requests: the store does not register as a user of the
+	// directory (see the package documentation), so a trim it runs may
+	// have the directory to itself.
+	Maintenance bool
 }
 
 // Store is a local directory with an optional remote tier.
 // Its methods are safe for concurrent use.
 type Store struct {
-	dir    string
-	tmpDir string
-	logf   func(string, ...any)
-	remote *remoteTier // nil without a remote tier
+	dir      string
+	tmpDir   string
+	logf     func(string, ...any)
+	remote   *remoteTier // nil without a remote tier
+	readOnly bool
+	limits   Limits
+	links    Links
+
+	// touchAll makes every lookup record its use, not only hourly ones.
+	// It is set while the store is not registered as a user of the
+	// directory because another process is trimming it exclusively.
+	touchAll atomic.Bool
+	users    users
+
+	// Trimming: bytes written since they were last added to the shared
+	// estimate, bytes written since the last background check, and the
+	// background trim.
+	unaccounted atomic.Int64
+	sinceCheck  atomic.Int64
+	bg          background
+	closeOnce   sync.Once
 
 	stats counters
 }
@@ -137,15 +215,28 @@ func Open(opts Options) (*Store, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("store: create cache directory: %w", err)
 	}
-	s := &Store{dir: dir, tmpDir: tmp, logf: opts.Logf}
+	s := &Store{dir: dir, tmpDir: tmp, logf: opts.Logf, readOnly: opts.ReadOnly, limits: opts.Limits, links: opts.Links}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
 	if opts.Remote != nil {
 		s.remote = newRemoteTier(s, opts.Remote, opts.UploadConcurrency)
 	}
+	s.bg.init()
+	if !opts.Maintenance {
+		s.register()
+		if !s.limits.IsZero() {
+			s.bg.every(trimCheck, s.backgroundTrim)
+		}
+	}
 	return s, nil
 }
+
+// Limits returns the limits the store was opened with.
+func (s *Store) Limits() Limits { return s.limits }
+
+// ReadOnly reports whether the remote tier is read-only.
+func (s *Store) ReadOnly() bool { return s.readOnly }
 
 // Dir returns the absolute path of the local directory.
 func (s *Store) Dir() string { return s.dir }
@@ -210,7 +301,19 @@ func (s *Store) lookup(key Key, check Check) (Object, bool, error) {
 		s.remove(path)
 		return Object{}, false, nil
 	}
-	return Object{Path: path, Size: fi.Size(), ModTime: fi.ModTime()}, true, nil
+	// Record the use, at most hourly. A trim may have taken the object
+	// out since the stat: then it is a miss.
+	mt := fi.ModTime()
+	if now := time.Now(); now.Sub(mt) >= touchInterval || s.touchAll.Load() {
+		if err := touch(path); err == nil {
+			mt = now
+		} else if errors.Is(err, fs.ErrNotExist) {
+			return Object{}, false, nil
+		}
+		// Otherwise (a file of another user's, say) the use goes
+		// unrecorded; the object is still good.
+	}
+	return Object{Path: path, Size: fi.Size(), ModTime: mt}, true, nil
 }
 
 // Stat reports the local object for key without checking it or looking in
@@ -337,6 +440,7 @@ func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
 		return Object{}, fmt.Errorf("write %s: %w", key, err)
 	}
 	ok = true
+	s.wrote(n)
 	return Object{Path: path, Size: n, ModTime: time.Now()}, nil
 }
 
@@ -372,11 +476,27 @@ func verify(key Key, check Check, n int64, h hash.Hash) error {
 }
 
 // Close waits for pending uploads until ctx ends and reports what was left.
+// Then, the store's requests being over, it stops any background trim,
+// ends its registration as a user of the directory and, if the store has
+// limits and a trim is due, trims the directory for at most a few seconds
+// (closeTrimBudget), whatever ctx says.
 func (s *Store) Close(ctx context.Context) error {
-	if s.remote == nil {
-		return nil
+	var err error
+	if s.remote != nil {
+		err = s.remote.close(ctx)
 	}
-	return s.remote.close(ctx)
+	s.closeOnce.Do(func() {
+		s.bg.stop()
+		s.unregister()
+		if !s.limits.IsZero() {
+			tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTrimBudget)
+			rep, terr := s.trim(tctx, s.limits, trimClosing)
+			cancel()
+			s.logTrim("at close", rep, terr)
+		}
+		s.users.close()
+	})
+	return err
 }
 
 // CleanTemp removes temporary files older than age, left behind by crashed

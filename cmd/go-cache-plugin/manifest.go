@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
+)
+
+// Manifests and prefetch (see gobuild.Manifests): with a bucket, each
+// build records the actions it asked for as a manifest in the bucket,
+// <prefix>/manifest/<name>, and a build that starts prefetches what its
+// manifest lists.
+
+// manifestEnv lists the environment variables of the manifest flags; they
+// are global flags, listed by "help environment" with the others.
+var manifestEnv = []envVar{
+	{"manifest", "GOCACHE_MANIFEST"},
+	{"prefetch", "GOCACHE_PREFETCH"},
+}
+
+// defaultPrefetch is the default of --prefetch.
+const defaultPrefetch = 16
+
+// bindManifest defines the manifest flags on fs.
+func (c *config) bindManifest(fs *flag.FlagSet) {
+	fs.StringVar(&c.Manifest, "manifest", "", `with --bucket: the build's manifest, read at start to prefetch and written at close; `+
+		`"name" or "name,name2,..." (the first is written), "off" for none; default: derived from the module in the working directory and GOOS/GOARCH (direct mode)`)
+	fs.IntVar(&c.Prefetch, "prefetch", defaultPrefetch, "with a manifest: how many objects to prefetch at once (0: none, but still write the manifest)")
+}
+
+// checkManifest reports manifest settings that are out of range.
+func (c *config) checkManifest() error {
+	if c.Prefetch < 0 {
+		return fmt.Errorf("--prefetch must not be negative")
+	}
+	if c.Manifest != "" && c.Manifest != "off" {
+		if _, err := parseManifestNames(c.Manifest); err != nil {
+			return fmt.Errorf("--manifest: %v", err)
+		}
+	}
+	return nil
+}
+
+// parseManifestNames splits a --manifest value.
+func parseManifestNames(s string) ([]string, error) {
+	var names []string
+	for name := range strings.SplitSeq(s, ",") {
+		name = strings.TrimSpace(name)
+		if !validManifestName(name) {
+			return nil, fmt.Errorf("invalid manifest name %q: want 1 to 200 of A-Z a-z 0-9 . _ @ + = -, not starting with a dot", name)
+		}
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+func validManifestName(name string) bool {
+	if name == "" || len(name) > 200 || name[0] == '.' {
+		return false
+	}
+	for _, c := range name {
+		if !nameChar(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// nameChar reports whether c may be used in a manifest name.
+func nameChar(c rune) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("._@+=-", c)
+}
+
+// manifestNames returns the build's manifests: those of --manifest, or the
+// one derived from the working directory if derive is set. It returns none
+// without a bucket or with --manifest=off.
+func manifestNames(cfg *config, derive bool) []string {
+	switch {
+	case cfg.Bucket == "" || cfg.Manifest == "off":
+		return nil
+	case cfg.Manifest != "":
+		names, _ := parseManifestNames(cfg.Manifest) // checked
+		return names
+	case !derive:
+		return nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil
+	}
+	name, ok := deriveManifestName(wd, os.Getenv("GOOS"), os.Getenv("GOARCH"))
+	if !ok {
+		logger(cfg.Verbose)("no go.mod in %s or above: no manifest (set --manifest to name one)", wd)
+		return nil
+	}
+	return []string{name}
+}
+
+// deriveManifestName names the manifest of a build in dir: the path of the
+// module whose go.mod is in dir or the nearest directory above, with each
+// "/" (and any other character not allowed in a name) replaced by "_",
+// then "@<GOOS>-<GOARCH>", goos and goarch defaulting to the running
+// system's. For example "golang.org_x_tools_gopls@linux-amd64".
+func deriveManifestName(dir, goos, goarch string) (string, bool) {
+	mod := ""
+	for {
+		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
+			mod = modulePath(data)
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", false
+		}
+		dir = parent
+	}
+	if mod == "" {
+		return "", false
+	}
+	if goos == "" {
+		goos = runtime.GOOS
+	}
+	if goarch == "" {
+		goarch = runtime.GOARCH
+	}
+	name := []rune(mod + "@" + goos + "-" + goarch)
+	for i, c := range name {
+		if !nameChar(c) {
+			name[i] = '_'
+		}
+	}
+	s := string(name)
+	if s[0] == '.' {
+		s = "_" + s[1:]
+	}
+	return s[:min(len(s), 200)], true
+}
+
+// modulePath returns the module path declared in a go.mod file, or "".
+func modulePath(gomod []byte) string {
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		line := sc.Text()
+		if i := strings.Index(line, "//"); i >= 0 {
+			line = line[:i]
+		}
+		f := strings.Fields(line)
+		if len(f) != 2 || f[0] != "module" {
+			continue
+		}
+		if p, err := strconv.Unquote(f[1]); err == nil {
+			return p
+		}
+		return f[1]
+	}
+	return ""
+}
+
+// newManifests returns the manifests of the cache, as cfg sets them.
+func newManifests(cfg *config, cache *gobuild.Cache) *gobuild.Manifests {
+	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, Logf: logger(cfg.Verbose)}
+}
+
+// beginBuild wraps the handler of one build with its manifests.
+func beginBuild(ctx context.Context, m *gobuild.Manifests, h cacheprog.FastGetter, names []string) cacheprog.FastGetter {
+	return m.Begin(ctx, h, names)
+}
+
+// printPrefetchMetrics adds the manifest counts to --metrics.
+func printPrefetchMetrics(m *gobuild.Manifests, names []string) {
+	if len(names) == 0 {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "go-cache-plugin: prefetch manifest=%s %v\n", strings.Join(names, ","), m.Stats())
+}
+
+func init() { globalEnv = append(globalEnv, manifestEnv...) }

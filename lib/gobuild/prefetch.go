@@ -1,0 +1,439 @@
+package gobuild
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
+)
+
+// Manifests records what builds ask of a [Cache] as manifests in the
+// remote tier, and prefetches the objects a manifest lists when a build
+// starts, so that a worker with an empty local directory finds most of
+// what the go command asks for already there.
+//
+// Each build (a protocol session) is wrapped by [Manifests.Begin]. At
+// start the build reads its manifests and, for each action listed that is
+// not complete in the local directory, fetches the action record and then
+// its output through the store's single-flight fault-in, in manifest
+// order, Concurrency at a time. It runs beside the build and never ahead
+// of it: the go command's requests are answered as they come, and one for
+// an action being prefetched waits for that fetch (and an action fetched
+// on demand is not fetched again by the prefetch). The prefetch stops at
+// the first remote failure that opens the store's breaker, and when the
+// build closes. At close, the build writes the actions it asked for, in
+// the order it first asked, to the first of its manifests: the most recent
+// build of a name wins.
+type Manifests struct {
+	Cache *Cache
+
+	// Concurrency bounds the fetches of one build's prefetch. If zero,
+	// nothing is prefetched; manifests are still written.
+	Concurrency int
+
+	// Logf, if set, receives log lines about manifests read and written.
+	Logf func(format string, args ...any)
+
+	mu      sync.Mutex
+	flights map[aid32]chan struct{} // actions being fetched from the remote tier
+
+	read, written                                   atomic.Int64
+	entries                                         atomic.Int64
+	prefetched, prefetchedBytes, used, usedBytes    atomic.Int64
+	wasted, wastedBytes, waited, stopped, skipLocal atomic.Int64
+	early                                           atomic.Int64
+}
+
+// PrefetchStats are the counts of manifests and prefetches.
+type PrefetchStats struct {
+	ManifestsRead    int64 `json:"manifests_read"`    // manifests found at the start of builds
+	ManifestsWritten int64 `json:"manifests_written"` // manifests written at close
+	Entries          int64 `json:"manifest_entries"`  // actions listed in the manifests read
+	Local            int64 `json:"prefetch_local"`    // listed actions already complete locally
+	Prefetched       int64 `json:"prefetched"`        // outputs fetched by prefetches
+	PrefetchedBytes  int64 `json:"prefetched_bytes"`  // their bytes
+	Used             int64 `json:"prefetch_used"`     // prefetched outputs the go command asked for later
+	UsedBytes        int64 `json:"prefetch_used_bytes"`
+	Wasted           int64 `json:"prefetch_wasted"` // prefetched outputs not asked for by the build's close
+	WastedBytes      int64 `json:"prefetch_wasted_bytes"`
+	Waited           int64 `json:"prefetch_waited"`  // requests that waited for a prefetch in flight
+	Stopped          int64 `json:"prefetch_stopped"` // prefetches stopped early by a failing remote tier
+	Early            int64 `json:"answered_early"`   // requests answered before the build's manifests were read
+}
+
+// Stats returns the counts so far.
+func (m *Manifests) Stats() PrefetchStats {
+	return PrefetchStats{
+		ManifestsRead: m.read.Load(), ManifestsWritten: m.written.Load(), Entries: m.entries.Load(),
+		Local: m.skipLocal.Load(), Prefetched: m.prefetched.Load(), PrefetchedBytes: m.prefetchedBytes.Load(),
+		Used: m.used.Load(), UsedBytes: m.usedBytes.Load(), Wasted: m.wasted.Load(), WastedBytes: m.wastedBytes.Load(),
+		Waited: m.waited.Load(), Stopped: m.stopped.Load(), Early: m.early.Load(),
+	}
+}
+
+// String formats the counts as key=value pairs, for logs.
+func (s PrefetchStats) String() string {
+	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d",
+		s.ManifestsRead, s.ManifestsWritten, s.Entries, s.Local, s.Prefetched, s.PrefetchedBytes,
+		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early)
+}
+
+func (m *Manifests) logf(format string, args ...any) {
+	if m.Logf != nil {
+		m.Logf(format, args...)
+	}
+}
+
+// claim marks id as being fetched. It returns a channel closed when the
+// fetch ends and whether the caller is the one to do it (and to call
+// release).
+func (m *Manifests) claim(id aid32) (chan struct{}, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if ch, ok := m.flights[id]; ok {
+		return ch, false
+	}
+	if m.flights == nil {
+		m.flights = make(map[aid32]chan struct{})
+	}
+	ch := make(chan struct{})
+	m.flights[id] = ch
+	return ch, true
+}
+
+func (m *Manifests) release(id aid32, ch chan struct{}) {
+	m.mu.Lock()
+	delete(m.flights, id)
+	m.mu.Unlock()
+	close(ch)
+}
+
+// Begin starts a build served by h (the Cache itself in direct mode, or a
+// session of it), reading its manifests from names (the first is written
+// at close) and prefetching them in the background until the build
+// closes. With no names it only passes requests to h. The returned
+// handler's Close stops the prefetch, closes h and then writes the
+// manifest.
+func (m *Manifests) Begin(ctx context.Context, h cacheprog.FastGetter, names []string) cacheprog.FastGetter {
+	if len(names) == 0 || !m.Cache.Store.HasRemote() {
+		return h
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b := &build{m: m, h: m.Cache, next: h, names: names, cancel: cancel,
+		asked: make(map[aid32]uint8), prefetched: make(map[aid32]int64)}
+	b.wg.Go(func() { b.run(ctx) })
+	return b
+}
+
+// Action states in build.asked.
+const (
+	stateAsked uint8 = iota // asked for, not (yet) found
+	stateKnown              // a hit, or put (and uploaded) by the build
+)
+
+// build is one build's handler: it records the requests and runs the
+// prefetch.
+type build struct {
+	m      *Manifests
+	h      *Cache
+	next   cacheprog.FastGetter
+	names  []string
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the prefetch
+
+	mu         sync.Mutex
+	order      []aid32 // actions in the order first asked
+	asked      map[aid32]uint8
+	prefetched map[aid32]int64 // prefetched outputs not yet asked for: their sizes
+	listed     []aid32         // the first manifest as read, if any
+	readDone   atomic.Bool     // the manifests have been read (or not found)
+}
+
+// answered counts a request answered before the manifests were read: the
+// build does not wait for them.
+func (b *build) answered() {
+	if !b.readDone.Load() {
+		b.m.early.Add(1)
+	}
+}
+
+// ask notes that the go command asked for id.
+func (b *build) ask(id aid32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.asked[id]; ok {
+		return
+	}
+	b.asked[id] = stateAsked
+	b.order = append(b.order, id)
+	if size, ok := b.prefetched[id]; ok {
+		delete(b.prefetched, id)
+		b.m.used.Add(1)
+		b.m.usedBytes.Add(size)
+	}
+}
+
+// known notes that id exists (in the bucket too). Actions put but never
+// asked for are left out of the manifest: a build that finds its actions
+// cached does not ask for them either.
+func (b *build) known(id aid32) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.asked[id]; ok {
+		b.asked[id] = stateKnown
+	}
+}
+
+func (b *build) GetFast(aid []byte) (cacheprog.Entry, bool, bool) {
+	e, hit, done := b.next.GetFast(aid)
+	if done {
+		b.answered()
+	}
+	if done && len(aid) == cacheprog.IDSize {
+		id := aid32(aid)
+		b.ask(id)
+		if hit {
+			b.known(id)
+		}
+	}
+	return e, hit, done
+}
+
+func (b *build) Get(ctx context.Context, aid []byte) (cacheprog.Entry, bool, error) {
+	if len(aid) != cacheprog.IDSize {
+		return b.next.Get(ctx, aid)
+	}
+	id := aid32(aid)
+	b.ask(id)
+	ch, mine := b.m.claim(id)
+	if mine {
+		defer b.m.release(id, ch)
+	} else {
+		// Being prefetched: wait for it, then find it locally.
+		b.m.waited.Add(1)
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+	}
+	e, hit, err := b.next.Get(ctx, aid)
+	b.answered()
+	if hit {
+		b.known(id)
+	}
+	return e, hit, err
+}
+
+func (b *build) Put(ctx context.Context, req cacheprog.PutRequest) (string, error) {
+	path, err := b.next.Put(ctx, req)
+	if err == nil && len(req.ActionID) == cacheprog.IDSize && req.Size >= b.h.MinUploadSize {
+		b.known(aid32(req.ActionID))
+	}
+	return path, err
+}
+
+// Close stops the prefetch, closes the next handler and writes the
+// manifest.
+func (b *build) Close(ctx context.Context) error {
+	b.cancel()
+	b.wg.Wait()
+	b.mu.Lock()
+	for _, size := range b.prefetched {
+		b.m.wasted.Add(1)
+		b.m.wastedBytes.Add(size)
+	}
+	clear(b.prefetched)
+	var ids []aid32
+	for _, id := range b.order {
+		if b.asked[id] == stateKnown {
+			ids = append(ids, id)
+		}
+	}
+	listed := b.listed
+	b.mu.Unlock()
+
+	err := b.next.Close(ctx)
+	b.writeManifest(ctx, ids, listed)
+	return err
+}
+
+// writeManifest writes ids as the first manifest, unless there are none
+// or they are what it already lists.
+func (b *build) writeManifest(ctx context.Context, ids, listed []aid32) {
+	ids = ids[:min(len(ids), MaxManifestEntries)]
+	name := b.names[0]
+	switch {
+	case b.h.Store.ReadOnly():
+		return // the remote tier is read-only: nothing is written, as expected
+	case len(ids) == 0:
+		b.m.logf("manifest %s: the build asked for nothing cached: not written", name)
+		return
+	case sameSet(ids, listed):
+		// The order the go command asks in varies from run to run
+		// with its parallelism: not worth a write.
+		b.m.logf("manifest %s: unchanged (%d actions)", name, len(ids))
+		return
+	}
+	if err := b.h.Store.WriteRemoteRaw(ctx, ManifestKey(name), encodeManifest(ids)); err != nil {
+		b.m.logf("manifest %s: not written: %v", name, err)
+		return
+	}
+	b.m.written.Add(1)
+	b.m.logf("manifest %s: wrote %d actions", name, len(ids))
+}
+
+// sameSet reports whether a and b, each without duplicates, hold the same
+// IDs.
+func sameSet(a, b []aid32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := make(map[aid32]bool, len(b))
+	for _, id := range b {
+		in[id] = true
+	}
+	for _, id := range a {
+		if !in[id] {
+			return false
+		}
+	}
+	return true
+}
+
+// run reads the manifests and prefetches what they list.
+func (b *build) run(ctx context.Context) {
+	st := b.h.Store
+	var ids []aid32
+	seen := make(map[aid32]bool)
+	for i, name := range b.names {
+		data, ok := st.ReadRemoteRaw(ctx, ManifestKey(name), maxManifestSize)
+		if !ok {
+			if ctx.Err() == nil {
+				b.m.logf("manifest %s: none read", name)
+			}
+			continue
+		}
+		list, err := decodeManifest(data)
+		if err != nil {
+			b.m.logf("manifest %s: %v: ignored", name, err)
+			continue
+		}
+		b.m.read.Add(1)
+		b.m.entries.Add(int64(len(list)))
+		if i == 0 {
+			b.mu.Lock()
+			b.listed = list
+			b.mu.Unlock()
+		}
+		for _, id := range list {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	b.readDone.Store(true)
+	if len(ids) == 0 || b.m.Concurrency <= 0 {
+		return
+	}
+	start := time.Now()
+	var next atomic.Int64
+	var stopped atomic.Bool
+	var wg sync.WaitGroup
+	for range min(b.m.Concurrency, len(ids)) {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(len(ids)) {
+					return
+				}
+				if !st.RemoteUsable() {
+					stopped.Store(true)
+					return
+				}
+				b.prefetch(ctx, ids[i])
+			}
+		})
+	}
+	wg.Wait()
+	if stopped.Load() {
+		b.m.stopped.Add(1)
+	}
+	how := "done"
+	switch {
+	case ctx.Err() != nil:
+		how = "stopped by close"
+	case stopped.Load():
+		how = "stopped: remote tier failing"
+	}
+	b.m.logf("prefetch of %s %s after %v: %s", strings.Join(b.names, ","), how,
+		time.Since(start).Round(time.Millisecond), b.m.Stats())
+}
+
+// prefetch fetches the action id and its output unless they are local or
+// being fetched already.
+func (b *build) prefetch(ctx context.Context, id aid32) {
+	if b.h.haveLocal(id[:]) {
+		b.m.skipLocal.Add(1)
+		return
+	}
+	ch, mine := b.m.claim(id)
+	if !mine {
+		return // asked for meanwhile, or listed by another build
+	}
+	defer b.m.release(id, ch)
+	st := b.h.Store
+	akey := actionKey(id[:])
+	data, ok := st.ReadRemoteKey(ctx, akey, maxRecord)
+	if !ok {
+		return
+	}
+	rec, err := parseRecord(data)
+	if err != nil || ctx.Err() != nil {
+		return
+	}
+	okey := outputKey(rec.outputID)
+	_, local, _ := st.Stat(okey)
+	obj, ok, err := st.Get(ctx, okey, store.Check{Size: rec.size, SHA256: rec.outputID})
+	if err != nil || !ok {
+		return
+	}
+	rec.size = obj.Size
+	if _, err := st.WriteBytes(ctx, akey, rec.local()); err != nil {
+		return
+	}
+	if local {
+		return
+	}
+	b.m.prefetched.Add(1)
+	b.m.prefetchedBytes.Add(obj.Size)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, asked := b.asked[id]; asked {
+		// Asked for while it was being fetched: the request waited for it.
+		b.m.used.Add(1)
+		b.m.usedBytes.Add(obj.Size)
+	} else {
+		b.prefetched[id] = obj.Size
+	}
+}
+
+// haveLocal reports whether the action id and its output are complete in
+// the local directory, as GetFast would find them, without counting it.
+func (c *Cache) haveLocal(id []byte) bool {
+	data, ok, err := c.Store.ReadLocal(actionKey(id), maxRecord)
+	if err != nil || !ok {
+		return false
+	}
+	rec, err := parseRecord(data)
+	if err != nil || rec.size < 0 {
+		return false
+	}
+	obj, ok, err := c.Store.Stat(outputKey(rec.outputID))
+	return err == nil && ok && obj.Size == rec.size
+}
