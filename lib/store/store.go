@@ -286,8 +286,28 @@ func (s *Store) GetLocal(key Key, check Check) (Object, bool) {
 // HasRemote reports whether the store has a remote tier.
 func (s *Store) HasRemote() bool { return s.remote != nil }
 
-// lookup finds key in the local tier.
+// lookup finds key in the local tier and records its use.
 func (s *Store) lookup(key Key, check Check) (Object, bool, error) {
+	obj, ok, err := s.find(key, check)
+	if !ok || err != nil {
+		return obj, ok, err
+	}
+	// Record the use, at most hourly. A trim may have taken the object
+	// out since the stat: then it is a miss.
+	if now := time.Now(); now.Sub(obj.ModTime) >= touchInterval || s.touchAll.Load() {
+		if err := touch(obj.Path); err == nil {
+			obj.ModTime = now
+		} else if errors.Is(err, fs.ErrNotExist) {
+			return Object{}, false, nil
+		}
+		// Otherwise (a file of another user's, say) the use goes
+		// unrecorded; the object is still good.
+	}
+	return obj, true, nil
+}
+
+// find is lookup without recording a use.
+func (s *Store) find(key Key, check Check) (Object, bool, error) {
 	path := s.Path(key)
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -301,28 +321,17 @@ func (s *Store) lookup(key Key, check Check) (Object, bool, error) {
 		s.remove(path)
 		return Object{}, false, nil
 	}
-	// Record the use, at most hourly. A trim may have taken the object
-	// out since the stat: then it is a miss.
-	mt := fi.ModTime()
-	if now := time.Now(); now.Sub(mt) >= touchInterval || s.touchAll.Load() {
-		if err := touch(path); err == nil {
-			mt = now
-		} else if errors.Is(err, fs.ErrNotExist) {
-			return Object{}, false, nil
-		}
-		// Otherwise (a file of another user's, say) the use goes
-		// unrecorded; the object is still good.
-	}
-	return Object{Path: path, Size: fi.Size(), ModTime: mt}, true, nil
+	return Object{Path: path, Size: fi.Size(), ModTime: fi.ModTime()}, true, nil
 }
 
-// Stat reports the local object for key without checking it or looking in
-// the remote tier.
+// Stat reports the local object for key without checking it, looking in
+// the remote tier or recording a use (so that looking, as a prefetch or a
+// report does, does not keep an object from being trimmed).
 func (s *Store) Stat(key Key) (Object, bool, error) {
 	if err := key.valid(); err != nil {
 		return Object{}, false, err
 	}
-	return s.lookup(key, AnyContent)
+	return s.find(key, AnyContent)
 }
 
 // ReadLocal returns the contents of the local object for key, which must be

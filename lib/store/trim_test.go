@@ -617,3 +617,37 @@ func TestTrimTimer(t *testing.T) {
 		t.Errorf("after the timed trim: recent output present %v, two-day-old one present %v", present(s, outs[0]), present(s, outs[1]))
 	}
 }
+
+// Stat looks without recording a use; Get and GetLocal record one.
+func TestStatDoesNotRecordUse(t *testing.T) {
+	s := openStore(t, "", nil)
+	data := []byte("looked at, not used")
+	key, check := contentKey("output", data)
+	obj, err := s.Write(context.Background(), key, bytes.NewReader(data), check)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * touchInterval).Truncate(time.Second)
+	if err := os.Chtimes(obj.Path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	mtime := func() time.Time {
+		fi, err := os.Stat(obj.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.ModTime()
+	}
+	if _, ok, err := s.Stat(key); !ok || err != nil {
+		t.Fatalf("Stat = %v, %v", ok, err)
+	}
+	if got := mtime(); !got.Equal(old) {
+		t.Errorf("Stat recorded a use: mtime %v, want %v", got, old)
+	}
+	if _, ok := s.GetLocal(key, check); !ok {
+		t.Fatal("GetLocal missed")
+	}
+	if got := mtime(); !got.After(old) {
+		t.Errorf("GetLocal did not record a use: mtime %v", got)
+	}
+}
