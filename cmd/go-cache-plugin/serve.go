@@ -26,6 +26,10 @@ type serveConfig struct {
 	ShutdownTimeout time.Duration
 	WriteTimeout    time.Duration
 
+	// The HTTP front ends on the --http listener.
+	Mod modProxyFlags // modproxy.go
+	Rev revProxyFlags // revproxy.go
+
 	envErrs []error
 }
 
@@ -38,11 +42,15 @@ var serveEnv = []envVar{
 	{"write-timeout", "GOCACHE_WRITE_TIMEOUT"},
 }
 
+func init() { serveEnv = append(append(serveEnv, modProxyEnv...), revProxyEnv...) }
+
 func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.Plugin, "plugin", "", "where to serve the cache-prog protocol: a port number (TCP on 127.0.0.1 only) or a Unix socket path")
 	fs.StringVar(&c.HTTP, "http", "", "address of the HTTP listener ([host]:port; loopback unless a host is given): /metrics, /healthz, /debug/pprof/, status page")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long live sessions may take to finish before they are cut")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "drop a client that leaves its responses unread this long")
+	c.Mod.bind(fs)
+	c.Rev.bind(fs)
 	c.envErrs = applyEnv(fs, serveEnv)
 }
 
@@ -50,16 +58,27 @@ func (c *serveConfig) check() error {
 	if len(c.envErrs) > 0 {
 		return c.envErrs[0]
 	}
+	proxies := c.Mod.enabled() || c.Rev.enabled()
 	switch {
-	case c.Plugin == "":
-		return errors.New("serve needs --plugin (a port number or a Unix socket path)")
+	case c.Plugin == "" && !proxies:
+		return errors.New("serve needs --plugin (a port number or a Unix socket path), or --http with --modproxy or --revproxy")
+	case proxies && c.HTTP == "":
+		return errors.New("--modproxy and --revproxy need --http")
 	case c.ShutdownTimeout < 0:
 		return errors.New("--shutdown-timeout must not be negative")
 	case c.WriteTimeout <= 0:
 		return errors.New("--write-timeout must be positive")
 	}
-	if _, err := daemon.ParseAddr(c.Plugin); err != nil {
-		return fmt.Errorf("--plugin: %v", err)
+	if c.Plugin != "" {
+		if _, err := daemon.ParseAddr(c.Plugin); err != nil {
+			return fmt.Errorf("--plugin: %v", err)
+		}
+	}
+	if err := c.Mod.check(); err != nil {
+		return err
+	}
+	if err := c.Rev.check(); err != nil {
+		return err
 	}
 	if c.HTTP != "" {
 		if _, err := ops.ListenAddr(c.HTTP); err != nil {
@@ -73,7 +92,7 @@ func serveCommand(cfg *config) *command.C {
 	sc := new(serveConfig)
 	return &command.C{
 		Name:  "serve",
-		Usage: "--plugin=<port|socket> [--http=[host]:port] [flags]",
+		Usage: "--plugin=<port|socket> [--http=[host]:port] [flags]\n--http=[host]:port --modproxy|--revproxy=<hosts> [flags]",
 		Help: `Run the cache as a daemon shared by every go command on the host.
 
 The daemon serves the cache-prog protocol on --plugin: a port number means TCP
@@ -92,7 +111,10 @@ All sessions share one store; the global flags (--cache-dir, --bucket, -c
 per session, ...) apply. A client's close ends its own session only.
 
 With --http, an HTTP listener serves /metrics (Prometheus), /healthz,
-/debug/pprof/ and a status page at /.
+/debug/pprof/ and a status page at /. The same listener can serve a caching,
+checksum-verified Go module proxy at /mod/ (--modproxy; see "help modproxy")
+and be a caching HTTP(S) proxy for other ecosystems' downloads (--revproxy;
+see "help revproxy"). With one of those, --plugin may be left out.
 
 On SIGINT or SIGTERM the daemon stops accepting, lets live sessions finish
 for --shutdown-timeout, drains pending uploads for --drain-timeout, reports
@@ -130,18 +152,23 @@ func version() string {
 func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	ctx := env.Context() // cancelled by SIGINT and SIGTERM
 	logf := logger(true)
-	addr, _ := daemon.ParseAddr(sc.Plugin) // checked
 
 	// Listen first: a live daemon on the socket should stop us before
 	// anything else is set up.
-	pl, err := daemon.Listen(addr)
-	if err != nil {
-		return err
+	var pl net.Listener
+	var addr daemon.Addr
+	if sc.Plugin != "" {
+		addr, _ = daemon.ParseAddr(sc.Plugin) // checked
+		var err error
+		if pl, err = daemon.Listen(addr); err != nil {
+			return err
+		}
+		defer pl.Close()
 	}
-	defer pl.Close()
 	var hl net.Listener
 	var web *ops.Server
 	if sc.HTTP != "" {
+		var err error
 		if hl, err = ops.Listen(sc.HTTP); err != nil {
 			return fmt.Errorf("--http: %w", err)
 		}
@@ -161,36 +188,59 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		MinUploadSize: cfg.MinUploadSize,
 		Logf:          logf,
 	}
-	// Each session is a build with the daemon's --manifest, if any.
-	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
-	session := func() cacheprog.FastGetter { return beginBuild(ctx, manifests, cache.Session(), names) }
-	newHandler := func() cacheprog.Handler { return session() }
-	if web != nil {
-		fe := web.NewFrontEnd("build")
-		newHandler = func() cacheprog.Handler { return ops.InstrumentHandler(session(), fe) }
+
+	// The HTTP front ends, each stopped (its fills finished or cut) before
+	// the store closes.
+	var stops []func(context.Context) error
+	if sc.Mod.enabled() {
+		stop, err := startModProxy(ctx, cfg, &sc.Mod, st, web, logf)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
 	}
-	d := &daemon.Server{
-		NewHandler:     newHandler,
-		MaxConcurrency: cfg.Concurrency,
-		WriteTimeout:   sc.WriteTimeout,
-		Logf:           logf,
-		Verbosef:       logger(cfg.Verbose),
-	}
-	if cfg.Debug {
-		d.Debugf = logf
+	if sc.Rev.enabled() {
+		stop, err := startRevProxy(ctx, cfg, &sc.Rev, st, web, logf)
+		if err != nil {
+			return err
+		}
+		stops = append(stops, stop)
 	}
 
+	// Each session is a build with the daemon's --manifest, if any.
+	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
+	var d *daemon.Server
 	serveErr := make(chan error, 2)
-	go func() { serveErr <- d.Serve(pl) }()
-	target := sc.Plugin
-	if addr.Network == "tcp" {
-		_, target, _ = net.SplitHostPort(pl.Addr().String())
+	if pl != nil {
+		session := func() cacheprog.FastGetter { return beginBuild(ctx, manifests, cache.Session(), names) }
+		newHandler := func() cacheprog.Handler { return session() }
+		if web != nil {
+			fe := web.NewFrontEnd("build")
+			newHandler = func() cacheprog.Handler { return ops.InstrumentHandler(session(), fe) }
+		}
+		d = &daemon.Server{
+			NewHandler:     newHandler,
+			MaxConcurrency: cfg.Concurrency,
+			WriteTimeout:   sc.WriteTimeout,
+			Logf:           logf,
+			Verbosef:       logger(cfg.Verbose),
+		}
+		if cfg.Debug {
+			d.Debugf = logf
+		}
+		go func() { serveErr <- d.Serve(pl) }()
+		target := sc.Plugin
+		if addr.Network == "tcp" {
+			_, target, _ = net.SplitHostPort(pl.Addr().String())
+		}
+		logf("serving the cache-prog protocol on %s %s; use GOCACHEPROG=\"go-cache-plugin connect %s\"",
+			addr.Network, pl.Addr(), target)
 	}
-	logf("serving the cache-prog protocol on %s %s; use GOCACHEPROG=\"go-cache-plugin connect %s\"",
-		addr.Network, pl.Addr(), target)
 	if web != nil {
 		web.WatchStore(st)
-		web.WatchSessions(d.Stats)
+		if d != nil {
+			web.WatchSessions(d.Stats)
+		}
 		go func() {
 			if err := web.Serve(hl); err != nil {
 				serveErr <- fmt.Errorf("HTTP listener: %w", err)
@@ -225,8 +275,23 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		}
 	}()
 
+	// Sessions and HTTP requests finish within --shutdown-timeout; then the
+	// proxies' fills, then the uploads within --drain-timeout.
 	sctx, cancel := context.WithTimeout(hurry, sc.ShutdownTimeout)
-	rep := d.Shutdown(sctx)
+	var rep daemon.ShutdownReport
+	if d != nil {
+		rep = d.Shutdown(sctx)
+	}
+	if web != nil {
+		if err := web.Shutdown(sctx); err != nil {
+			logf("HTTP listener: requests cut at shutdown: %v", err)
+		}
+	}
+	for _, stop := range stops {
+		if err := stop(sctx); err != nil {
+			logf("%v", err)
+		}
+	}
 	cancel()
 
 	queued := st.Stats().UploadQueue
@@ -237,16 +302,13 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	drainErr := st.Close(dctx)
 	cancel()
 
-	if web != nil {
-		hctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		web.Shutdown(hctx)
-		cancel()
-	}
-
 	var b strings.Builder
-	fmt.Fprintf(&b, "shutdown complete: sessions: %d finished, %d cut", rep.Finished, rep.Cut)
-	if rep.Stuck > 0 {
-		fmt.Fprintf(&b, " (%d still busy, abandoned)", rep.Stuck)
+	b.WriteString("shutdown complete")
+	if d != nil {
+		fmt.Fprintf(&b, ": sessions: %d finished, %d cut", rep.Finished, rep.Cut)
+		if rep.Stuck > 0 {
+			fmt.Fprintf(&b, " (%d still busy, abandoned)", rep.Stuck)
+		}
 	}
 	switch {
 	case drainErr != nil:
