@@ -58,6 +58,12 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 			command.HelpCommand([]command.HelpTopic{{
 				Name: "environment",
 				Help: "", // filled in below, once the flags exist
+			}, {
+				Name: "modproxy",
+				Help: modProxyHelp, // modproxy.go
+			}, {
+				Name: "revproxy",
+				Help: revProxyHelp, // revproxy.go
 			}}),
 			command.VersionCommand(),
 			serveCommand(cfg),

@@ -26,6 +26,9 @@ func (m *modProxyFlags) enabled() bool { return m.Enabled }
 
 func (m *modProxyFlags) check() error { return nil }
 
+// modProxyHelp is the "help modproxy" topic: setup, flags and behaviour.
+const modProxyHelp = `The module proxy (TODO).`
+
 // startModProxy mounts the module proxy on web and returns a function that
 // stops it, finishing or cutting its fills by the time ctx ends.
 func startModProxy(ctx context.Context, cfg *config, m *modProxyFlags, st *store.Store, web *ops.Server, logf func(string, ...any)) (stop func(context.Context) error, err error) {

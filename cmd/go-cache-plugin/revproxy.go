@@ -26,6 +26,9 @@ func (m *revProxyFlags) enabled() bool { return m.Hosts != "" }
 
 func (m *revProxyFlags) check() error { return nil }
 
+// revProxyHelp is the "help revproxy" topic: setup, flags and behaviour.
+const revProxyHelp = `The reverse proxy (TODO).`
+
 // startRevProxy mounts the reverse proxy on web and returns a function that
 // stops it, finishing or cutting its fills by the time ctx ends.
 func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store.Store, web *ops.Server, logf func(string, ...any)) (stop func(context.Context) error, err error) {
