@@ -1088,3 +1088,52 @@ func TestNoResponseOpensBreakerAtOnce(t *testing.T) {
 		t.Errorf("remote Get called %d times, want 1", c)
 	}
 }
+
+func TestVerifyHook(t *testing.T) {
+	// Check.Verify sees the complete file before it is installed, whether
+	// it is written locally or faulted in; a rejection installs nothing.
+	ctx := context.Background()
+	fr := newFakeRemote()
+	s := openStore(t, "", fr)
+	defer closeStore(t, s)
+
+	wantPrefix := func(prefix string) func(string) error {
+		return func(path string) error {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			if !bytes.HasPrefix(data, []byte(prefix)) {
+				return fmt.Errorf("content %q lacks prefix %q", data, prefix)
+			}
+			return nil
+		}
+	}
+	good := Key{Kind: "module", Name: "aa01"}
+	if _, err := s.Write(ctx, good, strings.NewReader("good: body"), Check{Size: -1, Verify: wantPrefix("good:")}); err != nil {
+		t.Fatalf("Write of a good object: %v", err)
+	}
+	bad := Key{Kind: "module", Name: "aa02"}
+	_, err := s.Write(ctx, bad, strings.NewReader("evil: body"), Check{Size: -1, Verify: wantPrefix("good:")})
+	if err == nil || !strings.Contains(err.Error(), `lacks prefix "good:"`) {
+		t.Fatalf("Write of a bad object: err = %v, want the verifier's reason", err)
+	}
+	checkAbsent(t, s, bad)
+	checkNoTemp(t, s)
+
+	// Faulted in: a remote object the verifier rejects is a corrupt miss.
+	remoteBad := Key{Kind: "module", Name: "aa03"}
+	fr.set(remoteBad.String(), []byte("evil: from the bucket"))
+	if _, ok, err := s.Get(ctx, remoteBad, Check{Size: -1, Verify: wantPrefix("good:")}); ok || err != nil {
+		t.Fatalf("Get of a rejected remote object = %v, %v, want miss", ok, err)
+	}
+	checkAbsent(t, s, remoteBad)
+	if st := s.Stats(); st.CorruptRemote != 1 {
+		t.Errorf("CorruptRemote = %d, want 1", st.CorruptRemote)
+	}
+	remoteGood := Key{Kind: "module", Name: "aa04"}
+	fr.set(remoteGood.String(), []byte("good: from the bucket"))
+	if _, ok, err := s.Get(ctx, remoteGood, Check{Size: -1, Verify: wantPrefix("good:")}); !ok || err != nil {
+		t.Fatalf("Get of a good remote object = %v, %v, want hit", ok, err)
+	}
+}

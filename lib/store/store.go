@@ -126,6 +126,12 @@ type Check struct {
 	Size int64
 	// SHA256, if set, is the object's SHA-256 digest.
 	SHA256 []byte
+	// Verify, if set, checks the complete file at path before it is
+	// installed (written locally or faulted in from the remote tier), for
+	// objects whose integrity is known another way: a module zip against
+	// the checksum database, say. The file must not be modified. An error
+	// rejects the object as a mismatch.
+	Verify func(path string) error
 }
 
 // AnyContent is the check for objects with no known size or digest.
@@ -437,6 +443,11 @@ func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
 	}
 	if err := f.Close(); err != nil {
 		return Object{}, fmt.Errorf("write %s: %w", key, err)
+	}
+	if check.Verify != nil {
+		if err := check.Verify(tmp); err != nil {
+			return Object{}, fmt.Errorf("%w: %s: %w", errMismatch, key, err)
+		}
 	}
 	path := s.Path(key)
 	err = os.Rename(tmp, path)
