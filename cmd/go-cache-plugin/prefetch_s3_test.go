@@ -71,7 +71,7 @@ func (h *s3Harness) testPrefetch(t *testing.T) {
 func (h *s3Harness) testPrefetchCold(t *testing.T) {
 	name := "example.com_s3base@" + runtime.GOOS + "-" + runtime.GOARCH
 	manifest := h.getObject(t, "base/manifest/"+name)
-	if !bytes.HasPrefix(manifest, []byte("go-cache-plugin manifest 1\n")) {
+	if !bytes.HasPrefix(manifest, []byte("go-cache-plugin manifest 2\n")) {
 		lo, _ := h.srv.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(s3Bucket), Prefix: aws.String("base/manifest/")})
 		var keys []string
 		for _, o := range lo.Contents {
@@ -98,6 +98,10 @@ func (h *s3Harness) testPrefetchCold(t *testing.T) {
 	}
 	if p.get("prefetch_wasted") != 0 {
 		t.Errorf("prefetch %v; want nothing wasted: the build is the one the manifest lists", map[string]string(p))
+	}
+	// The manifest lists each action's output: one round trip an action.
+	if p.get("prefetch_records") != 0 {
+		t.Errorf("prefetch %v; want no action record read: the manifest lists the outputs", map[string]string(p))
 	}
 	if m.get("remote_errors") != 0 || m.get("corrupt_remote") != 0 {
 		t.Errorf("metrics %s; want no errors", m)
@@ -144,6 +148,10 @@ func (h *s3Harness) testPrefetchStale(t *testing.T) {
 	}
 	if m.get("remote_errors") != 0 || m.get("corrupt_remote") != 0 || m.get("remote_misses") == 0 {
 		t.Errorf("metrics %s; want misses for the actions that never existed, no errors", m)
+	}
+	// Those are listed without outputs: their records were looked for.
+	if p.get("prefetch_records") < 3 {
+		t.Errorf("prefetch %v; want the records of the 3 actions listed alone looked for", map[string]string(p))
 	}
 	if p.get("manifests_written") != 1 {
 		t.Errorf("prefetch %v; want the new build's manifest written", map[string]string(p))

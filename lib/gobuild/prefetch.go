@@ -19,9 +19,11 @@ import (
 //
 // Each build (a protocol session) is wrapped by [Manifests.Begin]. At
 // start the build reads its manifests and, for each action listed that is
-// not complete in the local directory, fetches the action record and then
-// its output through the store's single-flight fault-in, in manifest
-// order, Concurrency at a time. It runs beside the build and never ahead
+// not complete in the local directory, fetches its output through the
+// store's single-flight fault-in and writes the action's record locally
+// from the manifest, in manifest order, Concurrency at a time. (An action
+// listed without its output, or whose output is gone from the remote tier,
+// costs a second round trip: its record is fetched first.) It runs beside the build and never ahead
 // of it: the go command's requests are answered as they come, and one for
 // an action being prefetched waits for that fetch (and an action fetched
 // on demand is not fetched again by the prefetch). The prefetch stops at
@@ -46,7 +48,7 @@ type Manifests struct {
 	entries                                         atomic.Int64
 	prefetched, prefetchedBytes, used, usedBytes    atomic.Int64
 	wasted, wastedBytes, waited, stopped, skipLocal atomic.Int64
-	early                                           atomic.Int64
+	early, records                                  atomic.Int64
 }
 
 // PrefetchStats are the counts of manifests and prefetches.
@@ -64,6 +66,7 @@ type PrefetchStats struct {
 	Waited           int64 `json:"prefetch_waited"`  // requests that waited for a prefetch in flight
 	Stopped          int64 `json:"prefetch_stopped"` // prefetches stopped early by a failing remote tier
 	Early            int64 `json:"answered_early"`   // requests answered before the build's manifests were read
+	Records          int64 `json:"prefetch_records"` // action records read from the remote tier (the manifest not listing the output, or the output gone)
 }
 
 // Stats returns the counts so far.
@@ -72,15 +75,15 @@ func (m *Manifests) Stats() PrefetchStats {
 		ManifestsRead: m.read.Load(), ManifestsWritten: m.written.Load(), Entries: m.entries.Load(),
 		Local: m.skipLocal.Load(), Prefetched: m.prefetched.Load(), PrefetchedBytes: m.prefetchedBytes.Load(),
 		Used: m.used.Load(), UsedBytes: m.usedBytes.Load(), Wasted: m.wasted.Load(), WastedBytes: m.wastedBytes.Load(),
-		Waited: m.waited.Load(), Stopped: m.stopped.Load(), Early: m.early.Load(),
+		Waited: m.waited.Load(), Stopped: m.stopped.Load(), Early: m.early.Load(), Records: m.records.Load(),
 	}
 }
 
 // String formats the counts as key=value pairs, for logs.
 func (s PrefetchStats) String() string {
-	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d",
+	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d prefetch_records=%d",
 		s.ManifestsRead, s.ManifestsWritten, s.Entries, s.Local, s.Prefetched, s.PrefetchedBytes,
-		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early)
+		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early, s.Records)
 }
 
 func (m *Manifests) logf(format string, args ...any) {
@@ -125,16 +128,10 @@ func (m *Manifests) Begin(ctx context.Context, h cacheprog.FastGetter, names []s
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	b := &build{m: m, h: m.Cache, next: h, names: names, cancel: cancel,
-		asked: make(map[aid32]uint8), prefetched: make(map[aid32]int64)}
+		asked: make(map[aid32]manifestEntry), prefetched: make(map[aid32]int64)}
 	b.wg.Go(func() { b.run(ctx) })
 	return b
 }
-
-// Action states in build.asked.
-const (
-	stateAsked uint8 = iota // asked for, not (yet) found
-	stateKnown              // a hit, or put (and uploaded) by the build
-)
 
 // build is one build's handler: it records the requests and runs the
 // prefetch.
@@ -147,10 +144,10 @@ type build struct {
 	wg     sync.WaitGroup // the prefetch
 
 	mu         sync.Mutex
-	order      []aid32 // actions in the order first asked
-	asked      map[aid32]uint8
-	prefetched map[aid32]int64 // prefetched outputs not yet asked for: their sizes
-	listed     []aid32         // the first manifest as read, if any
+	order      []aid32                 // actions in the order first asked
+	asked      map[aid32]manifestEntry // with the output, once known (a hit, or put and uploaded)
+	prefetched map[aid32]int64         // prefetched outputs not yet asked for: their sizes
+	listed     []manifestEntry         // the first manifest as read, if any
 	readDone   atomic.Bool     // the manifests have been read (or not found)
 }
 
@@ -169,7 +166,7 @@ func (b *build) ask(id aid32) {
 	if _, ok := b.asked[id]; ok {
 		return
 	}
-	b.asked[id] = stateAsked
+	b.asked[id] = manifestEntry{id: id, size: -1}
 	b.order = append(b.order, id)
 	if size, ok := b.prefetched[id]; ok {
 		delete(b.prefetched, id)
@@ -178,14 +175,18 @@ func (b *build) ask(id aid32) {
 	}
 }
 
-// known notes that id exists (in the bucket too). Actions put but never
-// asked for are left out of the manifest: a build that finds its actions
-// cached does not ask for them either.
-func (b *build) known(id aid32) {
+// known notes that id exists (in the bucket too), with an output of size
+// bytes recorded at t. Actions put but never asked for are left out of the
+// manifest: a build that finds its actions cached does not ask for them
+// either.
+func (b *build) known(id aid32, out []byte, size int64, t time.Time) {
+	if len(out) != cacheprog.IDSize || size < 0 {
+		return
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.asked[id]; ok {
-		b.asked[id] = stateKnown
+		b.asked[id] = manifestEntry{id: id, out: aid32(out), size: size, nanos: max(t.UnixNano(), 0)}
 	}
 }
 
@@ -198,7 +199,7 @@ func (b *build) GetFast(aid []byte) (cacheprog.Entry, bool, bool) {
 		id := aid32(aid)
 		b.ask(id)
 		if hit {
-			b.known(id)
+			b.known(id, e.OutputID, e.Size, e.Time)
 		}
 	}
 	return e, hit, done
@@ -224,7 +225,7 @@ func (b *build) Get(ctx context.Context, aid []byte) (cacheprog.Entry, bool, err
 	e, hit, err := b.next.Get(ctx, aid)
 	b.answered()
 	if hit {
-		b.known(id)
+		b.known(id, e.OutputID, e.Size, e.Time)
 	}
 	return e, hit, err
 }
@@ -232,7 +233,7 @@ func (b *build) Get(ctx context.Context, aid []byte) (cacheprog.Entry, bool, err
 func (b *build) Put(ctx context.Context, req cacheprog.PutRequest) (string, error) {
 	path, err := b.next.Put(ctx, req)
 	if err == nil && len(req.ActionID) == cacheprog.IDSize && req.Size >= b.h.MinUploadSize {
-		b.known(aid32(req.ActionID))
+		b.known(aid32(req.ActionID), req.OutputID, req.Size, time.Now())
 	}
 	return path, err
 }
@@ -248,57 +249,59 @@ func (b *build) Close(ctx context.Context) error {
 		b.m.wastedBytes.Add(size)
 	}
 	clear(b.prefetched)
-	var ids []aid32
+	var entries []manifestEntry
 	for _, id := range b.order {
-		if b.asked[id] == stateKnown {
-			ids = append(ids, id)
+		if e := b.asked[id]; e.hasOutput() {
+			entries = append(entries, e)
 		}
 	}
 	listed := b.listed
 	b.mu.Unlock()
 
 	err := b.next.Close(ctx)
-	b.writeManifest(ctx, ids, listed)
+	b.writeManifest(ctx, entries, listed)
 	return err
 }
 
-// writeManifest writes ids as the first manifest, unless there are none
-// or they are what it already lists.
-func (b *build) writeManifest(ctx context.Context, ids, listed []aid32) {
-	ids = ids[:min(len(ids), MaxManifestEntries)]
+// writeManifest writes entries as the first manifest, unless there are
+// none or they are what it already lists.
+func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEntry) {
+	entries = entries[:min(len(entries), MaxManifestEntries)]
 	name := b.names[0]
 	switch {
 	case b.h.Store.ReadOnly():
 		return // the remote tier is read-only: nothing is written, as expected
-	case len(ids) == 0:
+	case len(entries) == 0:
 		b.m.logf("manifest %s: the build asked for nothing cached: not written", name)
 		return
-	case sameSet(ids, listed):
+	case sameEntries(entries, listed):
 		// The order the go command asks in varies from run to run
 		// with its parallelism: not worth a write.
-		b.m.logf("manifest %s: unchanged (%d actions)", name, len(ids))
+		b.m.logf("manifest %s: unchanged (%d actions)", name, len(entries))
 		return
 	}
-	if err := b.h.Store.WriteRemoteRaw(ctx, ManifestKey(name), encodeManifest(ids)); err != nil {
+	if err := b.h.Store.WriteRemoteRaw(ctx, ManifestKey(name), encodeManifest(entries)); err != nil {
 		b.m.logf("manifest %s: not written: %v", name, err)
 		return
 	}
 	b.m.written.Add(1)
-	b.m.logf("manifest %s: wrote %d actions", name, len(ids))
+	b.m.logf("manifest %s: wrote %d actions", name, len(entries))
 }
 
-// sameSet reports whether a and b, each without duplicates, hold the same
-// IDs.
-func sameSet(a, b []aid32) bool {
+// sameEntries reports whether a and b, each without duplicate actions,
+// list the same actions with the same outputs. An entry without its output
+// (from a version 1 manifest) is never the same as one with it.
+func sameEntries(a, b []manifestEntry) bool {
 	if len(a) != len(b) {
 		return false
 	}
-	in := make(map[aid32]bool, len(b))
-	for _, id := range b {
-		in[id] = true
+	in := make(map[aid32]manifestEntry, len(b))
+	for _, e := range b {
+		in[e.id] = e
 	}
-	for _, id := range a {
-		if !in[id] {
+	for _, e := range a {
+		o, ok := in[e.id]
+		if !ok || o.hasOutput() != e.hasOutput() || o.out != e.out {
 			return false
 		}
 	}
@@ -308,7 +311,7 @@ func sameSet(a, b []aid32) bool {
 // run reads the manifests and prefetches what they list.
 func (b *build) run(ctx context.Context) {
 	st := b.h.Store
-	var ids []aid32
+	var entries []manifestEntry
 	seen := make(map[aid32]bool)
 	for i, name := range b.names {
 		data, ok := st.ReadRemoteRaw(ctx, ManifestKey(name), maxManifestSize)
@@ -330,33 +333,33 @@ func (b *build) run(ctx context.Context) {
 			b.listed = list
 			b.mu.Unlock()
 		}
-		for _, id := range list {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
+		for _, e := range list {
+			if !seen[e.id] {
+				seen[e.id] = true
+				entries = append(entries, e)
 			}
 		}
 	}
 	b.readDone.Store(true)
-	if len(ids) == 0 || b.m.Concurrency <= 0 {
+	if len(entries) == 0 || b.m.Concurrency <= 0 {
 		return
 	}
 	start := time.Now()
 	var next atomic.Int64
 	var stopped atomic.Bool
 	var wg sync.WaitGroup
-	for range min(b.m.Concurrency, len(ids)) {
+	for range min(b.m.Concurrency, len(entries)) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
-				if i >= int64(len(ids)) {
+				if i >= int64(len(entries)) {
 					return
 				}
 				if !st.RemoteUsable() {
 					stopped.Store(true)
 					return
 				}
-				b.prefetch(ctx, ids[i])
+				b.prefetch(ctx, entries[i])
 			}
 		})
 	}
@@ -375,9 +378,12 @@ func (b *build) run(ctx context.Context) {
 		time.Since(start).Round(time.Millisecond), b.m.Stats())
 }
 
-// prefetch fetches the action id and its output unless they are local or
-// being fetched already.
-func (b *build) prefetch(ctx context.Context, id aid32) {
+// prefetch makes the action e lists and its output local, unless they
+// are local or being fetched already: from the manifest's record and the
+// output, or, if the manifest does not list the output or the remote tier
+// does not have it, from the action's record in the remote tier.
+func (b *build) prefetch(ctx context.Context, e manifestEntry) {
+	id := e.id
 	if b.h.haveLocal(id[:]) {
 		b.m.skipLocal.Add(1)
 		return
@@ -389,18 +395,26 @@ func (b *build) prefetch(ctx context.Context, id aid32) {
 	defer b.m.release(id, ch)
 	st := b.h.Store
 	akey := actionKey(id[:])
-	data, ok := st.ReadRemoteKey(ctx, akey, maxRecord)
-	if !ok {
-		return
+	var rec record
+	var obj store.Object
+	ok, local := false, false
+	if e.hasOutput() {
+		rec = e.record()
+		obj, local, ok = b.fetchOutput(ctx, rec)
 	}
-	rec, err := parseRecord(data)
-	if err != nil || ctx.Err() != nil {
-		return
+	if !ok && ctx.Err() == nil && st.RemoteUsable() {
+		b.m.records.Add(1)
+		data, found := st.ReadRemoteKey(ctx, akey, maxRecord)
+		if !found {
+			return
+		}
+		var err error
+		if rec, err = parseRecord(data); err != nil {
+			return
+		}
+		obj, local, ok = b.fetchOutput(ctx, rec)
 	}
-	okey := outputKey(rec.outputID)
-	_, local, _ := st.Stat(okey)
-	obj, ok, err := st.Get(ctx, okey, store.Check{Size: rec.size, SHA256: rec.outputID})
-	if err != nil || !ok {
+	if !ok || ctx.Err() != nil {
 		return
 	}
 	rec.size = obj.Size
@@ -421,6 +435,16 @@ func (b *build) prefetch(ctx context.Context, id aid32) {
 	} else {
 		b.prefetched[id] = obj.Size
 	}
+}
+
+// fetchOutput makes the output rec names local, faulting it in if need be.
+// It reports whether the output was local already and whether it is now.
+func (b *build) fetchOutput(ctx context.Context, rec record) (obj store.Object, local, ok bool) {
+	st := b.h.Store
+	okey := outputKey(rec.outputID)
+	_, local, _ = st.Stat(okey)
+	obj, ok, err := st.Get(ctx, okey, store.Check{Size: rec.size, SHA256: rec.outputID})
+	return obj, local, ok && err == nil
 }
 
 // haveLocal reports whether the action id and its output are complete in
