@@ -148,7 +148,7 @@ type build struct {
 	asked      map[aid32]manifestEntry // with the output, once known (a hit, or put and uploaded)
 	prefetched map[aid32]int64         // prefetched outputs not yet asked for: their sizes
 	listed     []manifestEntry         // the first manifest as read, if any
-	readDone   atomic.Bool     // the manifests have been read (or not found)
+	readDone   atomic.Bool             // the manifests have been read (or not found)
 }
 
 // answered counts a request answered before the manifests were read: the
