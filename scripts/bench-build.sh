@@ -68,6 +68,8 @@
 #   BENCH_COLD_ROUNDS     rounds of B            (3)
 #   BENCH_S3_COLD_ROUNDS  rounds of C2           ($BENCH_COLD_ROUNDS)
 #   BENCH_S3_ROUNDS       rounds of C1           (5)
+#   BENCH_PREFETCH_FLAGS  extra plugin flags of D's prefetching builds
+#                         (none; e.g. --prefetch=64)
 #   BENCH_PREFETCH_ROUNDS rounds of D            (3; D is run only when
 #                         BENCH_SECTIONS names it: see the D section)
 #   BENCH_S3_LATENCY      delay D adds to every S3 request (20ms)
@@ -607,7 +609,7 @@ if [[ "$sections" == *D* ]]; then
                 warm) build "$name" "$name" "$wg" "$(plugin_prog "$wd" "" $(d_flags "$ep"))" ;;
                 pf | od)
                     fresh "$ed" "$eg"
-                    extra=""
+                    extra="${BENCH_PREFETCH_FLAGS:-}"
                     [[ $side == od ]] && extra="--prefetch=0"
                     build "$name" "$name" "$eg" "$(plugin_prog "$ed" "" $(d_flags "$ep") $extra)"
                     ;;

@@ -85,8 +85,13 @@ func runConnect(env *command.Env, cfg *config, cc *connectConfig, addr daemon.Ad
 		}
 		return err
 	}
+	opts := sessionOptions(cfg)
 	if uc, ok := conn.(*net.UnixConn); ok && daemon.CanHandOver(os.Stdin, os.Stdout) {
-		return handOver(uc, os.Stdin, os.Stdout)
+		return handOver(uc, os.Stdin, os.Stdout, opts)
+	}
+	if err := daemon.WriteOptions(conn, opts); err != nil {
+		conn.Close()
+		return err
 	}
 	return bridge(conn, os.Stdin, os.Stdout)
 }
@@ -94,9 +99,9 @@ func runConnect(env *command.Env, cfg *config, cc *connectConfig, addr daemon.Ad
 // handOver passes in and out to the daemon, which serves the session on
 // them itself, and waits for the daemon to end the session: nothing is
 // copied through this process.
-func handOver(conn *net.UnixConn, in, out *os.File) error {
+func handOver(conn *net.UnixConn, in, out *os.File, opts daemon.SessionOptions) error {
 	defer conn.Close()
-	if err := daemon.HandOver(conn, in, out); err != nil {
+	if err := daemon.HandOver(conn, in, out, opts); err != nil {
 		return err
 	}
 	in.Close()

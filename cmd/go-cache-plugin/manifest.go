@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/daemon"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
 )
 
@@ -34,7 +35,7 @@ const defaultPrefetch = 16
 // bindManifest defines the manifest flags on fs.
 func (c *config) bindManifest(fs *flag.FlagSet) {
 	fs.StringVar(&c.Manifest, "manifest", "", `with --bucket: the build's manifest, read at start to prefetch and written at close; `+
-		`"name" or "name,name2,..." (the first is written), "off" for none; default: derived from the module in the working directory and GOOS/GOARCH (direct mode)`)
+		`"name" or "name,name2,..." (the first is written), "off" for none; default: derived from the module in the working directory and GOOS/GOARCH (direct mode and connect; serve: what each connect asks for)`)
 	fs.IntVar(&c.Prefetch, "prefetch", defaultPrefetch, "with a manifest: how many objects to prefetch at once (0: none, but still write the manifest)")
 }
 
@@ -94,16 +95,64 @@ func manifestNames(cfg *config, derive bool) []string {
 	case !derive:
 		return nil
 	}
+	name, ok := workingManifestName(cfg)
+	if !ok {
+		return nil
+	}
+	return []string{name}
+}
+
+// workingManifestName derives the manifest name of a build in the working
+// directory (see deriveManifestName).
+func workingManifestName(cfg *config) (string, bool) {
 	wd, err := os.Getwd()
 	if err != nil {
-		return nil
+		return "", false
 	}
 	name, ok := deriveManifestName(wd, os.Getenv("GOOS"), os.Getenv("GOARCH"))
 	if !ok {
 		logger(cfg.Verbose)("no go.mod in %s or above: no manifest (set --manifest to name one)", wd)
+	}
+	return name, ok
+}
+
+// sessionOptions returns what connect asks of its session: the manifest
+// named by its --manifest (or GOCACHE_MANIFEST), and the one derived from
+// the go command's working directory, which the daemon uses if neither
+// that nor its own --manifest names one.
+func sessionOptions(cfg *config) daemon.SessionOptions {
+	opts := daemon.SessionOptions{Manifest: cfg.Manifest}
+	if cfg.Manifest == "" {
+		opts.DerivedManifest, _ = workingManifestName(cfg)
+	}
+	return opts
+}
+
+// sessionManifests returns the manifests of a daemon session: those the
+// client names (if valid), else the daemon's --manifest, else the one the
+// client derived. There are none without a bucket, and none if either
+// the client or, when the client names none, the daemon says "off".
+func sessionManifests(cfg *config, opts daemon.SessionOptions, logf func(string, ...any)) []string {
+	if cfg.Bucket == "" {
 		return nil
 	}
-	return []string{name}
+	switch {
+	case opts.Manifest == "off":
+		return nil
+	case opts.Manifest != "":
+		names, err := parseManifestNames(opts.Manifest)
+		if err == nil {
+			return names
+		}
+		logf("session asked for manifest %q: %v; using the daemon's", opts.Manifest, err)
+	}
+	if names := manifestNames(cfg, false); names != nil || cfg.Manifest == "off" {
+		return names
+	}
+	if validManifestName(opts.DerivedManifest) {
+		return []string{opts.DerivedManifest}
+	}
+	return nil
 }
 
 // deriveManifestName names the manifest of a build in dir: the path of the

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -63,6 +64,46 @@ func (h *s3Harness) testPrefetch(t *testing.T) {
 	t.Run("ColdWorker", h.testPrefetchCold)
 	t.Run("StaleManifest", h.testPrefetchStale)
 	t.Run("Faults", h.testPrefetchFaults)
+	t.Run("Serve", h.testPrefetchServe)
+}
+
+// testPrefetchServe: in server mode each connect names its build's
+// manifest (derived from the go command's module, or GOCACHE_MANIFEST);
+// the daemon writes it at the session's close and a daemon with an empty
+// directory prefetches from it, over a Unix socket (hand-over) and TCP
+// (stream) alike.
+func (h *s3Harness) testPrefetchServe(t *testing.T) {
+	const prefix = "serve-manifest"
+	mod, want := newModule(t, "servemf")
+	derived := "example.com_servemf@" + runtime.GOOS + "-" + runtime.GOARCH
+	flags := []string{"--bucket=" + s3Bucket, "--s3-endpoint-url=" + h.srv.Endpoint, "--s3-path-style", "--prefix=" + prefix}
+	daemonEnv := append(cleanEnv(), h.awsEnv()...)
+
+	// Over a Unix socket: the first build writes the derived manifest,
+	// a second one with GOCACHE_MANIFEST writes the named one.
+	d := startDaemonEnv(t, daemonEnv, t.TempDir(), filepath.Join(shortTempDir(t), "s"), flags...)
+	buildHello(t, mod, d.goEnv(t), want)
+	buildHello(t, mod, append(d.goEnv(t), "GOCACHE_MANIFEST=ci-servemf"), want)
+	if err := d.stop(t); err != nil {
+		t.Fatalf("daemon exited with %v", err)
+	}
+	for _, name := range []string{derived, "ci-servemf"} {
+		if m := h.getObject(t, prefix+"/manifest/"+name); !bytes.HasPrefix(m, []byte("go-cache-plugin manifest 2\n")) {
+			t.Errorf("manifest %s: %.60q; want one written by the daemon's session", name, m)
+		}
+	}
+
+	// Over TCP, a daemon with an empty directory prefetches from the
+	// manifest its client derived.
+	d = startDaemonEnv(t, daemonEnv, t.TempDir(), "0", flags...)
+	out, _ := buildHello(t, mod, d.goEnv(t), want)
+	if n := len(compileRE.FindAllString(out, -1)); n != 0 {
+		t.Errorf("build through the TCP daemon ran the compiler %d times; want everything from the bucket", n)
+	}
+	line := d.waitLine(t, regexp.MustCompile(`prefetch of `+regexp.QuoteMeta(derived)+` .* prefetched=(\d+) `))
+	if line[1] == "0" {
+		t.Errorf("daemon prefetched nothing from %s: %s", derived, line[0])
+	}
 }
 
 // testPrefetchCold: the harness's first build wrote a manifest for the

@@ -207,16 +207,19 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		stops = append(stops, stop)
 	}
 
-	// Each session is a build with the daemon's --manifest, if any.
+	// Each session is a build with the manifests its client asks for (see
+	// sessionManifests).
 	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
 	var d *daemon.Server
 	serveErr := make(chan error, 2)
 	if pl != nil {
-		session := func() cacheprog.FastGetter { return beginBuild(ctx, manifests, cache.Session(), names) }
-		newHandler := func() cacheprog.Handler { return session() }
+		session := func(opts daemon.SessionOptions) cacheprog.FastGetter {
+			return beginBuild(ctx, manifests, cache.Session(), sessionManifests(cfg, opts, logf))
+		}
+		newHandler := func(opts daemon.SessionOptions) cacheprog.Handler { return session(opts) }
 		if web != nil {
 			fe := web.NewFrontEnd("build")
-			newHandler = func() cacheprog.Handler { return ops.InstrumentHandler(session(), fe) }
+			newHandler = func(opts daemon.SessionOptions) cacheprog.Handler { return ops.InstrumentHandler(session(opts), fe) }
 		}
 		d = &daemon.Server{
 			NewHandler:     newHandler,

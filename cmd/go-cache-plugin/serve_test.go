@@ -72,9 +72,15 @@ var (
 // until it is listening. It is stopped (SIGTERM) when the test ends.
 func startDaemon(t *testing.T, cacheDir, plugin string, flags ...string) *daemonProc {
 	t.Helper()
+	return startDaemonEnv(t, cleanEnv(), cacheDir, plugin, flags...)
+}
+
+// startDaemonEnv is startDaemon with the daemon's environment.
+func startDaemonEnv(t *testing.T, env []string, cacheDir, plugin string, flags ...string) *daemonProc {
+	t.Helper()
 	args := append([]string{"serve", "--cache-dir=" + cacheDir, "--plugin=" + plugin, "--http=127.0.0.1:0", "-v"}, flags...)
 	d := &daemonProc{cmd: exec.Command(pluginBin, args...), changed: make(chan struct{}), exited: make(chan struct{})}
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = env
 	stderr, err := d.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,12 @@
 // writing the capabilities line on the socket, which a stream client waits
 // for. Over TCP every session is a stream.
 //
+// A client may ask things of its own session ([SessionOptions], such as
+// the name of its build's manifest) with one line of JSON after a NUL
+// byte and a fixed prefix, before anything else: after the marker of a
+// hand-over, or as the first line of a stream ([WriteOptions]). Clients
+// that ask nothing send nothing more, as before.
+//
 // A bad client is dropped and never affects the others: a stream that
 // cannot be framed (garbage JSON, a put cut off mid-body), a client that
 // goes away without close, or one that leaves its responses unread for
@@ -79,8 +85,9 @@ const (
 // A Server serves cache-prog sessions on listeners. Set its fields before
 // the first call to Serve and do not change them after.
 type Server struct {
-	// NewHandler returns the handler of a new session. It is required.
-	NewHandler func() cacheprog.Handler
+	// NewHandler returns the handler of a new session, given what the
+	// client asked of it. It is required.
+	NewHandler func(SessionOptions) cacheprog.Handler
 
 	// MaxConcurrency bounds the requests of one session handled at once,
 	// as [cacheprog.Server.MaxConcurrency].
@@ -476,27 +483,37 @@ func (ss *session) run() {
 	s := ss.srv
 	s.verbosef("session %d: opened from %s", ss.id, ss.peer)
 
-	srv := &cacheprog.Server{
-		Handler:        countRequests(s.NewHandler(), ss),
-		MaxConcurrency: s.MaxConcurrency,
-	}
-	if s.Debugf != nil {
-		srv.Logf = func(format string, args ...any) {
-			s.Debugf("session %d: "+format, append([]any{ss.id}, args...)...)
-		}
-	}
 	timeout := s.WriteTimeout
 	if timeout <= 0 {
 		timeout = DefaultWriteTimeout
 	}
-	var err error
-	in, out, mode := io.Reader(ss.conn), writeDeadliner(ss.conn), "stream"
+	var (
+		in   io.Reader
+		out  writeDeadliner
+		mode = "stream"
+		opts SessionOptions
+		err  error
+	)
 	if uc, ok := ss.conn.(*net.UnixConn); ok {
-		in, out, mode, err = ss.handshake(uc, timeout)
+		in, out, mode, opts, err = ss.handshake(uc, timeout)
+	} else {
+		in, out, opts, err = ss.streamHandshake(ss.conn, timeout)
 	}
 	if err == nil {
 		if mode != "stream" {
 			s.verbosef("session %d: serving %s", ss.id, mode)
+		}
+		if opts != (SessionOptions{}) {
+			s.verbosef("session %d: options %+v", ss.id, opts)
+		}
+		srv := &cacheprog.Server{
+			Handler:        countRequests(s.NewHandler(opts), ss),
+			MaxConcurrency: s.MaxConcurrency,
+		}
+		if s.Debugf != nil {
+			srv.Logf = func(format string, args ...any) {
+				s.Debugf("session %d: "+format, append([]any{ss.id}, args...)...)
+			}
 		}
 		err = srv.Serve(ss.ctx, in, &deadlineWriter{ss: ss, w: out, timeout: timeout})
 	}

@@ -126,7 +126,7 @@ func start(t *testing.T, configure func(*Server)) *fixture {
 	t.Helper()
 	f := &fixture{store: &memStore{entries: map[string]cacheprog.Entry{}}, log: newLogBuf(), done: make(chan error, 1)}
 	f.srv = &Server{
-		NewHandler: func() cacheprog.Handler { return &memHandler{shared: f.store} },
+		NewHandler: func(SessionOptions) cacheprog.Handler { return &memHandler{shared: f.store} },
 		Logf:       f.log.logf,
 		Verbosef:   f.log.logf,
 	}

@@ -28,6 +28,12 @@ type pipeClient struct {
 
 func (f *fixture) handOver(t *testing.T) *pipeClient {
 	t.Helper()
+	return f.handOverWith(t, SessionOptions{})
+}
+
+// handOverWith hands over two pipes with opts.
+func (f *fixture) handOverWith(t *testing.T, opts SessionOptions) *pipeClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	conn, err := Dial(ctx, f.addr)
@@ -47,7 +53,7 @@ func (f *fixture) handOver(t *testing.T) *pipeClient {
 	if !CanHandOver(reqR, rspW) {
 		t.Fatal("CanHandOver is false for two pipes")
 	}
-	if err := HandOver(conn.(*net.UnixConn), reqR, rspW); err != nil {
+	if err := HandOver(conn.(*net.UnixConn), reqR, rspW, opts); err != nil {
 		t.Fatal(err)
 	}
 	reqR.Close()

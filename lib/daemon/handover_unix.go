@@ -3,6 +3,7 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -29,13 +30,17 @@ func CanHandOver(in, out *os.File) bool {
 }
 
 // HandOver passes in and out to the daemon at the other end of conn, which
-// serves the session on them directly: the go command's pipes then lead to
-// the daemon with no process copying in between. The caller should close
-// its own in and out, then read conn to its end, which comes when the
-// daemon has finished the session.
-func HandOver(conn *net.UnixConn, in, out *os.File) error {
+// serves the session on them directly, as opts asks: the go command's
+// pipes then lead to the daemon with no process copying in between. The
+// caller should close its own in and out, then read conn to its end, which
+// comes when the daemon has finished the session.
+func HandOver(conn *net.UnixConn, in, out *os.File, opts SessionOptions) error {
+	line, err := EncodeOptions(opts)
+	if err != nil {
+		return err
+	}
 	rights := syscall.UnixRights(int(in.Fd()), int(out.Fd()))
-	if _, _, err := conn.WriteMsgUnix([]byte(handOverMarker), rights, nil); err != nil {
+	if _, _, err := conn.WriteMsgUnix(append([]byte(handOverMarker), line...), rights, nil); err != nil {
 		return fmt.Errorf("hand the session over to the daemon: %w", err)
 	}
 	return nil
@@ -43,11 +48,14 @@ func HandOver(conn *net.UnixConn, in, out *os.File) error {
 
 // handshake starts a session on a Unix socket: it writes the capabilities,
 // then reads the client's first message. A hand-over gives the session the
-// client's files; anything else is the start of a stream of requests.
-func (ss *session) handshake(uc *net.UnixConn, timeout time.Duration) (io.Reader, writeDeadliner, string, error) {
+// client's files (and options, if it sends any); anything else is the
+// start of a stream of requests, which may begin with the client's
+// options.
+func (ss *session) handshake(uc *net.UnixConn, timeout time.Duration) (io.Reader, writeDeadliner, string, SessionOptions, error) {
+	var opts SessionOptions
 	uc.SetWriteDeadline(time.Now().Add(timeout))
 	if _, err := uc.Write(capsLine); err != nil {
-		return nil, nil, "", fmt.Errorf("write capabilities: %w", err)
+		return nil, nil, "", opts, fmt.Errorf("write capabilities: %w", err)
 	}
 	uc.SetWriteDeadline(time.Time{})
 
@@ -56,22 +64,33 @@ func (ss *session) handshake(uc *net.UnixConn, timeout time.Duration) (io.Reader
 	n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
 	n, oobn = max(n, 0), max(oobn, 0)
 	files := receivedFiles(oob[:oobn], ss.id)
-	if n > 0 && buf[0] == 0 {
-		if string(buf[:n]) != handOverMarker || len(files) != 2 {
+	if rest, ok := bytes.CutPrefix(buf[:n], []byte(handOverMarker)); ok {
+		if len(files) != 2 {
 			closeAll(files)
-			return nil, nil, "", fmt.Errorf("malformed hand-over (%d bytes, %d files)", n, len(files))
+			return nil, nil, "", opts, fmt.Errorf("malformed hand-over (%d bytes, %d files)", n, len(files))
+		}
+		if len(rest) > 0 {
+			if opts, err = parseOptions(rest); err != nil {
+				closeAll(files)
+				return nil, nil, "", opts, fmt.Errorf("hand-over: %w", err)
+			}
 		}
 		if !ss.adopt(files[0], files[1]) {
-			return nil, nil, "", errors.New("dropped during hand-over")
+			return nil, nil, "", opts, errors.New("dropped during hand-over")
 		}
-		return files[0], files[1], "the client's own stdin and stdout (handed over)", nil
+		return files[0], files[1], "the client's own stdin and stdout (handed over)", opts, nil
 	}
 	closeAll(files)
+	if len(files) > 0 || n > 0 && buf[0] == 0 && !bytes.HasPrefix([]byte(optionsPrefix), buf[:min(n, len(optionsPrefix))]) {
+		return nil, nil, "", opts, fmt.Errorf("malformed hand-over (%d bytes, %d files)", n, len(files))
+	}
 	if n == 0 && err != nil {
 		// Gone (or dropped) before a word: Serve will find the same.
-		return uc, &skipLine{writeDeadliner: uc}, "stream", nil
+		return uc, &skipLine{writeDeadliner: uc}, "stream", opts, nil
 	}
-	return io.MultiReader(bytes.NewReader(buf[:n]), uc), &skipLine{writeDeadliner: uc}, "stream", nil
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(buf[:n]), uc), maxOptionsLine)
+	opts, err = readStreamOptions(br)
+	return br, &skipLine{writeDeadliner: uc}, "stream", opts, err
 }
 
 // receivedFiles returns the files passed in a control message, made
