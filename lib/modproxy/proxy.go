@@ -315,6 +315,20 @@ func (p *Proxy) do(ctx context.Context, name string, fill func(ctx context.Conte
 	}
 }
 
+// spawn runs f in a goroutine that Close waits for.
+func (p *Proxy) spawn(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		f()
+	}()
+}
+
 // background runs f behind the request, owned by the proxy (Close waits
 // for it), at most a few at a time.
 func (p *Proxy) background(f func(ctx context.Context)) {
@@ -431,6 +445,11 @@ func (p *Proxy) fillImmutable(ctx context.Context, req request, key store.Key, c
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	if check.Verify != nil {
+		// Ask the checksum database while the file downloads: the
+		// client keeps the answer for the check.
+		p.spawn(func() { p.checker.lookup(req.module, req.version, req.kind == kindMod) })
+	}
 	body, err := p.fetch(ctx, req)
 	if err != nil {
 		return result{}, err
@@ -824,6 +843,17 @@ func (w *recorder) Write(b []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.n += int64(n)
+	return n, err
+}
+
+// ReadFrom lets http.ServeContent send a file with the connection's
+// ReadFrom (sendfile on Linux), which a plain wrapper would hide.
+func (w *recorder) ReadFrom(r io.Reader) (int64, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	n, err := io.Copy(w.ResponseWriter, r)
+	w.n += n
 	return n, err
 }
 
