@@ -357,7 +357,14 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 			mem.Write(b)
 		}
 	}
-	n, upErr, clientErr := p.copyBody(w, resp.Body, sink, ctx, stop)
+	n, tail, upErr, clientErr := p.copyBody(w, resp.Body, sink, resp.ContentLength, ctx, stop)
+	// The last chunk goes to the client once the response is committed
+	// (or failed to be).
+	defer func() {
+		if tail != nil {
+			w.Write(tail)
+		}
+	}()
 	if upErr == nil && clientErr == nil && resp.ContentLength >= 0 && n != resp.ContentLength {
 		upErr = fmt.Errorf("the origin sent %d bytes of the %d it declared", n, resp.ContentLength)
 	}
@@ -452,7 +459,7 @@ func (p *Proxy) respond(w *clientWriter, r *http.Request, ctx context.Context, s
 		w.Header().Set("Content-Length", fmt.Sprint(resp.ContentLength))
 	}
 	w.WriteHeader(resp.StatusCode)
-	n, upErr, clientErr := p.copyBody(w, resp.Body, nil, ctx, stop)
+	n, _, upErr, clientErr := p.copyBody(w, resp.Body, nil, -1, ctx, stop)
 	p.stats.bytesFetched.Add(n)
 	if upErr == nil && clientErr == nil && r.Method != http.MethodHead && resp.ContentLength >= 0 && n != resp.ContentLength {
 		upErr = fmt.Errorf("the origin sent %d bytes of the %d it declared", n, resp.ContentLength)
@@ -547,9 +554,13 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b 
 
 // copyBody streams body to the client and to sink (if not nil), which
 // sees every chunk before the client does. A read from the origin that
-// waits longer than the upstream timeout fails. It returns the bytes
-// copied, and the error of the origin or of the client that ended it.
-func (p *Proxy) copyBody(w *clientWriter, body io.Reader, sink func([]byte), ctx context.Context, stop context.CancelCauseFunc) (n int64, upErr, clientErr error) {
+// waits longer than the upstream timeout fails. With hold at or above
+// zero (the declared length of a response being cached), the chunk that
+// completes hold bytes is not written to the client but returned, for the
+// caller to write once the response is committed: a client that has the
+// whole response finds it in the cache. It returns the bytes copied, and
+// the error of the origin or of the client that ended it.
+func (p *Proxy) copyBody(w *clientWriter, body io.Reader, sink func([]byte), hold int64, ctx context.Context, stop context.CancelCauseFunc) (n int64, tail []byte, upErr, clientErr error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	buf := *bp
@@ -559,22 +570,28 @@ func (p *Proxy) copyBody(w *clientWriter, body io.Reader, sink func([]byte), ctx
 		k, err := body.Read(buf)
 		idle.Reset(p.cfg.UpstreamTimeout)
 		if k > 0 {
+			if tail != nil {
+				// More than declared: the transport should not allow it.
+				return n, nil, errors.New("the origin sent more than it declared"), nil
+			}
 			if sink != nil {
 				sink(buf[:k])
 			}
-			if _, werr := w.Write(buf[:k]); werr != nil {
-				return n, nil, werr
+			if hold >= 0 && n+int64(k) == hold {
+				tail = append([]byte(nil), buf[:k]...)
+			} else if _, werr := w.Write(buf[:k]); werr != nil {
+				return n, nil, nil, werr
 			}
 			n += int64(k)
 		}
 		if err == io.EOF {
-			return n, nil, nil
+			return n, tail, nil, nil
 		}
 		if err != nil {
 			if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
 				err = fmt.Errorf("%w (%v)", cause, err)
 			}
-			return n, err, nil
+			return n, nil, err, nil
 		}
 	}
 }

@@ -216,10 +216,7 @@ func (p *Proxy) serveIntercepted(w http.ResponseWriter, r *http.Request) {
 	}
 	u := *r.URL
 	u.Scheme, u.Host, u.User, u.Fragment = "https", authority, nil, ""
-	if port := u.Port(); port == "443" {
-		u.Host = host
-	}
-	p.serveTarget(w, r, &u)
+	p.serveTarget(w, r, normalize(&u))
 }
 
 // chanListener is a net.Listener of connections pushed to it.

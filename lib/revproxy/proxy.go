@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,7 +313,23 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target := *u
 	target.User = nil
 	target.Fragment = ""
-	p.serveTarget(w, r, &target)
+	p.serveTarget(w, r, normalize(&target))
+}
+
+// normalize lower-cases the URL's scheme and host and drops a default
+// port, so that one resource has one key.
+func normalize(u *url.URL) *url.URL {
+	u.Scheme = strings.ToLower(u.Scheme)
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if port == "" || u.Scheme == "http" && port == "80" || u.Scheme == "https" && port == "443" {
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		u.Host = host
+	} else {
+		u.Host = net.JoinHostPort(host, port)
+	}
+	return u
 }
 
 // begin registers a request; false once the proxy is closing.
