@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -71,7 +72,7 @@ func revEnv(extra ...string) []string {
 
 // startRevDaemon starts a daemon on dir proxying for the test targets of
 // origin, and waits until it listens. It is stopped when the test ends.
-func startRevDaemon(t *testing.T, origin *revproxytest.Origin, dir string, env []string, flags ...string) *revDaemon {
+func startRevDaemon(t testing.TB, origin *revproxytest.Origin, dir string, env []string, flags ...string) *revDaemon {
 	t.Helper()
 	args := append([]string{"serve", "--cache-dir=" + dir, "--http=127.0.0.1:0", "-v", "--debug",
 		"--revproxy=" + rpRegistry + "," + rpFiles}, flags...)
@@ -126,7 +127,7 @@ func (d *revDaemon) log() string {
 
 // waitCount waits until n log lines match re and returns the submatches
 // of the first.
-func (d *revDaemon) waitCount(t *testing.T, re *regexp.Regexp, n int) []string {
+func (d *revDaemon) waitCount(t testing.TB, re *regexp.Regexp, n int) []string {
 	t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
@@ -188,7 +189,7 @@ func (d *revDaemon) stop(t *testing.T) error {
 func (d *revDaemon) caFile() string { return filepath.Join(d.dir, "revproxy", "ca.pem") }
 
 // client is a Go client using the daemon as its proxy and trusting its CA.
-func (d *revDaemon) client(t *testing.T) *http.Client {
+func (d *revDaemon) client(t testing.TB) *http.Client {
 	t.Helper()
 	pem, err := os.ReadFile(d.caFile())
 	if err != nil {
@@ -620,7 +621,7 @@ func TestRevProxyBadInput(t *testing.T) {
 }
 
 // vmHWM returns the peak resident set of process pid, in bytes.
-func vmHWM(t *testing.T, pid int) int64 {
+func vmHWM(t testing.TB, pid int) int64 {
 	t.Helper()
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
@@ -834,5 +835,109 @@ func TestRevProxyRestart(t *testing.T) {
 	}
 	if v := d2.metric(t, "gocacheplugin_store_corrupt_remote_total", ""); v != 1 {
 		t.Errorf("corrupt remote objects: %v, want 1", v)
+	}
+}
+
+// BenchmarkRevProxyCachedHTTPS fetches a cached 100 MiB file over HTTPS
+// through the daemon, and reports the daemon's peak RSS.
+func BenchmarkRevProxyCachedHTTPS(b *testing.B) {
+	const size = 100 << 20
+	o, err := revproxytest.Start(b.TempDir(), rpRegistry, rpFiles)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	d := startRevDaemon(b, o, b.TempDir(), nil)
+	c := d.client(b)
+	u := httpsURL(o, fmt.Sprintf("/blob/%d/bench.bin", size))
+	fetch := func(want string) {
+		resp, err := c.Get(u)
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != size || resp.Header.Get("X-Cache") != want {
+			b.Fatalf("GET: %d bytes, %v, X-Cache %q (want %q)", n, err, resp.Header.Get("X-Cache"), want)
+		}
+	}
+	fetch("miss")
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		fetch("hit")
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(vmHWM(b, d.cmd.Process.Pid))/(1<<20), "daemon-peak-RSS-MiB")
+}
+
+// BenchmarkRevProxyNpm installs a project of npmBenchPackages packages with
+// an empty npm cache, alternately from the local test origin directly and
+// through the warm daemon, and reports the time of each and their ratio.
+func BenchmarkRevProxyNpm(b *testing.B) {
+	o, err := revproxytest.Start(b.TempDir(), rpRegistry, rpFiles)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer o.Close()
+	deps := map[string]string{}
+	for i := range npmBenchPackages {
+		name := fmt.Sprintf("bench-pkg-%03d", i)
+		var pd map[string]string
+		if i%10 != 9 && i+1 < npmBenchPackages {
+			pd = map[string]string{fmt.Sprintf("bench-pkg-%03d", i+1): "^1.0.0"}
+		}
+		if err := o.AddPackage(name, "1.0.0", pd); err != nil {
+			b.Fatal(err)
+		}
+		deps[name] = "1.0.0"
+	}
+	d := startRevDaemon(b, o, b.TempDir(), nil)
+	proxied := []string{"HTTPS_PROXY=" + d.url, "NODE_EXTRA_CA_CERTS=" + d.caFile()}
+	direct := []string{"NODE_EXTRA_CA_CERTS=" + o.CAFile}
+	viaProxy := httpsURL(o, "/")
+	straight := "https://" + o.HTTPSAddr + "/"
+	install := func(registry string, env []string) time.Duration {
+		start := time.Now()
+		npmInstallDeps(b, registry, deps, env)
+		return time.Since(start)
+	}
+	install(viaProxy, proxied) // warm the cache
+	tarballs := o.CountPrefix("/bench-pkg-")
+	var tDirect, tProxy time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		tDirect += install(straight, direct)
+		tProxy += install(viaProxy, proxied)
+	}
+	b.StopTimer()
+	b.ReportMetric(tDirect.Seconds()/float64(b.N), "direct-s/install")
+	b.ReportMetric(tProxy.Seconds()/float64(b.N), "proxy-s/install")
+	b.ReportMetric(tProxy.Seconds()/tDirect.Seconds(), "proxy/direct")
+	b.Logf("%d packages; origin requests for them: %d while warming, %d in all", npmBenchPackages, tarballs, o.CountPrefix("/bench-pkg-"))
+}
+
+const npmBenchPackages = 300
+
+// npmInstallDeps installs a project depending on deps from registry with
+// an empty npm cache.
+func npmInstallDeps(tb testing.TB, registry string, deps map[string]string, extraEnv []string) {
+	tb.Helper()
+	dir, err := os.MkdirTemp("", "rp-npm-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	pj, _ := json.Marshal(map[string]any{"name": "rp-bench", "version": "1.0.0", "private": true, "dependencies": deps})
+	if err := os.WriteFile(filepath.Join(dir, "package.json"), pj, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command("npm", "install", "--registry", registry, "--cache", filepath.Join(dir, ".npm-cache"),
+		"--no-audit", "--no-fund", "--prefer-online", "--no-update-notifier", "--loglevel=warn", "--fetch-retries=0")
+	cmd.Dir = dir
+	cmd.Env = append(revEnv("HOME="+dir, "NPM_CONFIG_USERCONFIG="+filepath.Join(dir, ".npmrc-user"),
+		"NPM_CONFIG_GLOBALCONFIG="+filepath.Join(dir, ".npmrc-global")), extraEnv...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("npm install: %v\n%s", err, out)
 	}
 }
