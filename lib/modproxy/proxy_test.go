@@ -552,3 +552,16 @@ func TestClose(t *testing.T) {
 	}
 	e.mustGet(t, "/example.com/a/@v/v1.0.0.info", "hit")
 }
+
+func TestLoop(t *testing.T) {
+	up := modproxytest.Start(t, testModules()...)
+	var h http.Handler
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	defer srv.Close()
+	e := newEnv(t, up, nil, func(c *Config) { c.Upstream = srv.URL + "/mod" })
+	h = http.StripPrefix("/mod", e.p)
+	r := e.get(t, "/example.com/a/@v/v1.0.0.info")
+	if r.code != http.StatusBadGateway || !strings.Contains(string(r.body), "loop") {
+		t.Errorf("proxy as its own upstream: %d %q, want a 502 naming the loop", r.code, r.body)
+	}
+}
