@@ -286,3 +286,19 @@ func TestModProxyConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultUpstream(t *testing.T) {
+	for _, tc := range []struct{ goproxy, self, want string }{
+		{"http://localhost:5970/mod,https://mirror.example/go,direct", "127.0.0.1:5970", "https://mirror.example/go"},
+		{"http://127.0.0.1:5970/mod|http://other.example:5970", "127.0.0.1:5970", "http://other.example:5970"},
+		{"http://localhost:5971/mod,direct", "127.0.0.1:5970", "http://localhost:5971/mod"},
+		{"direct", "127.0.0.1:5970", ""},
+		{"off", "", ""},
+		{"file:///srv/mods,https://mirror.example", "", "https://mirror.example"},
+	} {
+		got, ok := defaultUpstream(tc.goproxy, tc.self)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("defaultUpstream(%q, %q) = %q, %v; want %q", tc.goproxy, tc.self, got, ok, tc.want)
+		}
+	}
+}
