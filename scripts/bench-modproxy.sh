@@ -59,6 +59,13 @@ echo "graph: $(go list -m all | wc -l) modules; $(nproc) CPUs; rounds: $rounds"
 bin=$work/go-cache-plugin
 go build -o "$bin" ./cmd/go-cache-plugin
 
+# The downloads run in a copy of the committed tree: "go mod download all"
+# records missing checksums in go.sum, which must not touch the checkout.
+src=$work/src
+mkdir -p "$src"
+git -C "$root" archive HEAD | tar -x -C "$src"
+cd "$src"
+
 # start_daemon <cache-dir> <log>: starts a module proxy, sets $url and $pid.
 start_daemon() {
 	"$bin" serve --cache-dir="$1" --http=127.0.0.1:0 --modproxy --modproxy-upstream="$upstream" >"$2" 2>&1 &
