@@ -423,6 +423,21 @@ func TestRevProxyClients(t *testing.T) {
 		}
 	})
 
+	t.Run("tunnel", func(t *testing.T) {
+		// 127.0.0.1 is not a target: curl talks TLS with the origin itself
+		// through the tunnel, trusting the origin's CA, not the daemon's.
+		cmd := exec.Command("curl", "-sS", "--fail", "-i", "--proxy", d.url, "--cacert", o.CAFile,
+			"https://"+o.HTTPSAddr+"/plain/tunnelled.txt")
+		cmd.Env = revEnv()
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "plain file tunnelled.txt") || strings.Contains(string(out), "X-Cache") {
+			t.Errorf("curl through the tunnel: %v\n%s", err, out)
+		}
+		if v := d.metric(t, "gocacheplugin_revproxy_connects_total", `{kind="tunnel"}`); v != 1 {
+			t.Errorf("tunnels: %v, want 1", v)
+		}
+	})
+
 	t.Run("go", func(t *testing.T) {
 		c := d.client(t)
 		for _, u := range []string{httpsURL(o, "/blob/300000/go.bin"), httpURL(o, "/blob/300000/go-http.bin")} {
