@@ -134,12 +134,16 @@ func (r *remoteTier) faultIn(ctx context.Context, key Key, check Check) (Object,
 }
 
 // getWithDeadline opens key on remote with a deadline of timeout for the
-// whole transfer and of firstByteTimeout for the response to arrive. The
-// returned reader's Close releases the deadline.
+// whole transfer and of firstByteTimeout for the response to arrive. If
+// the remote declares a size that takes longer to transfer (an object
+// whose size the caller did not know), the deadline is that size's
+// transferTimeout from the start instead. The returned reader's Close
+// releases the deadline.
 func getWithDeadline(ctx context.Context, remote Remote, key Key, timeout time.Duration) (io.ReadCloser, int64, error) {
-	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
+	start := time.Now()
 	ctx, cancelCause := context.WithCancelCause(ctx)
-	cancel := func() { cancelCause(nil); cancelTimeout() }
+	deadline := time.AfterFunc(timeout, func() { cancelCause(context.DeadlineExceeded) })
+	cancel := func() { deadline.Stop(); cancelCause(nil) }
 	t := time.AfterFunc(firstByteTimeout, func() { cancelCause(errNoResponse) })
 	rc, size, err := remote.Get(ctx, key.String())
 	t.Stop()
@@ -149,6 +153,9 @@ func getWithDeadline(ctx context.Context, remote Remote, key Key, timeout time.D
 		}
 		cancel()
 		return nil, 0, err
+	}
+	if longer := transferTimeout(size); size > 0 && longer > timeout && deadline.Stop() {
+		deadline.Reset(longer - time.Since(start))
 	}
 	return cancelCloser{rc, cancel}, size, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -1136,4 +1137,57 @@ func TestVerifyHook(t *testing.T) {
 	if _, ok, err := s.Get(ctx, remoteGood, Check{Size: -1, Verify: wantPrefix("good:")}); !ok || err != nil {
 		t.Fatalf("Get of a good remote object = %v, %v, want hit", ok, err)
 	}
+}
+
+// slowRemote serves one object of size bytes at rate bytes per second
+// (of the bubble's fake time), declaring its size.
+type slowRemote struct {
+	size, rate int64
+}
+
+func (r slowRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
+	return io.NopCloser(&slowReader{ctx: ctx, left: r.size, rate: r.rate}), r.size, nil
+}
+func (slowRemote) Put(context.Context, string, io.ReadSeeker, int64) error { return errRemoteDown }
+func (slowRemote) Exists(context.Context, string) (bool, error)            { return false, nil }
+
+type slowReader struct {
+	ctx        context.Context
+	left, rate int64
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		return 0, io.EOF
+	}
+	n := min(int64(len(p)), r.rate, r.left)
+	select {
+	case <-time.After(time.Duration(n) * time.Second / time.Duration(r.rate)):
+	case <-r.ctx.Done():
+		return 0, context.Cause(r.ctx)
+	}
+	clear(p[:n])
+	r.left -= n
+	return int(n), nil
+}
+
+// TestFaultInUnknownSizeTimeout: an object whose size the caller does not
+// know has the transfer time its declared size allows, not a small call's.
+func TestFaultInUnknownSizeTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		// Declared 30 MiB at 1 MiB/s: 30 s, longer than a small call
+		// may take but within the declared size's allowance.
+		const size = 30 << 20
+		s := openStore(t, "", slowRemote{size: size, rate: 1 << 20})
+		defer closeStore(t, s)
+		key := Key{Kind: "revproxy", Name: "ab01"}
+		start := time.Now()
+		obj, ok, err := s.Get(context.Background(), key, AnyContent)
+		if !ok || err != nil || obj.Size != size {
+			t.Fatalf("Get after %v = %+v, %v, %v; want the whole object", time.Since(start), obj, ok, err)
+		}
+		if elapsed := time.Since(start); elapsed <= remoteTimeout {
+			t.Fatalf("transfer took %v of fake time; the test needs it longer than %v", elapsed, remoteTimeout)
+		}
+	})
 }
