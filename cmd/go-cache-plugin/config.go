@@ -160,7 +160,7 @@ func environmentHelp(root *flag.FlagSet) string {
 		if len(v.Flag) == 1 {
 			name = "-" + v.Flag
 		}
-		fmt.Fprintf(&b, "  %-24s %-18s %s\n", v.Env, name, usage)
+		fmt.Fprintf(&b, "  %-26s %-21s %s\n", v.Env, name, usage)
 	}
 	b.WriteString(subcommandEnvHelp())
 	b.WriteString("\nThe S3 client also reads the AWS SDK's own variables (AWS_ACCESS_KEY_ID,\nAWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION, ...).\n")

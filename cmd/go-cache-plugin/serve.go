@@ -344,7 +344,7 @@ func subcommandEnvHelp() string {
 		fmt.Fprintf(&b, "\nFlags of %q:\n\n", c.name)
 		for _, v := range c.vars {
 			usage := strings.TrimSuffix(fs.Lookup(v.Flag).Usage, fmt.Sprintf(" ($%s)", v.Env))
-			fmt.Fprintf(&b, "  %-24s %-18s %s\n", v.Env, "--"+v.Flag, usage)
+			fmt.Fprintf(&b, "  %-26s %-21s %s\n", v.Env, "--"+v.Flag, usage)
 		}
 	}
 	return b.String()
