@@ -18,7 +18,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -38,19 +37,12 @@ const (
 
 // revDaemon is a "go-cache-plugin serve --revproxy" subprocess.
 type revDaemon struct {
-	cmd     *exec.Cmd
-	addr    string // host:port of the HTTP listener
-	url     string // http://addr
-	dir     string // cache dir
-	origin  *revproxytest.Origin
-	mu      sync.Mutex
-	lines   []string
-	changed chan struct{}
-	exited  chan struct{}
-	waitErr error
+	*daemonProc
+	addr   string // host:port of the HTTP listener
+	url    string // http://addr
+	dir    string // cache dir
+	origin *revproxytest.Origin
 }
-
-var rpHTTPRE = regexp.MustCompile(`serving HTTP on http://(\S+)/$`)
 
 // revEnv is the environment of the daemon and its clients: nothing of
 // the machine's GOCACHE_* or proxy settings.
@@ -76,58 +68,19 @@ func startRevDaemon(t testing.TB, origin *revproxytest.Origin, dir string, env [
 	t.Helper()
 	args := append([]string{"serve", "--cache-dir=" + dir, "--http=127.0.0.1:0", "-v", "--debug",
 		"--revproxy=" + rpRegistry + "," + rpFiles}, flags...)
-	d := &revDaemon{cmd: exec.Command(pluginBin, args...), dir: dir, origin: origin,
-		changed: make(chan struct{}), exited: make(chan struct{})}
-	d.cmd.Env = revEnv(append([]string{
+	d := &revDaemon{dir: dir, origin: origin}
+	d.daemonProc = runDaemon(t, revEnv(append([]string{
 		"SSL_CERT_FILE=" + origin.CAFile, // the daemon trusts the test origin's CA
 		"GOCACHE_REVPROXY_TEST_ONLY_DIAL=127.0.0.1",
-	}, env...)...)
-	stderr, err := d.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			d.mu.Lock()
-			d.lines = append(d.lines, sc.Text())
-			close(d.changed)
-			d.changed = make(chan struct{})
-			d.mu.Unlock()
-		}
-		d.waitErr = d.cmd.Wait()
-		close(d.exited)
-	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.exited:
-		case <-time.After(30 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.exited
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.log())
-		}
-	})
-	d.addr = d.waitCount(t, rpHTTPRE, 1)[1]
-	d.url = "http://" + d.addr
+	}, env...)...), args)
+	d.url = d.httpURL
+	d.addr = strings.TrimPrefix(d.url, "http://")
 	return d
-}
-
-func (d *revDaemon) log() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return strings.Join(d.lines, "\n")
 }
 
 // waitCount waits until n log lines match re and returns the submatches
 // of the first.
-func (d *revDaemon) waitCount(t testing.TB, re *regexp.Regexp, n int) []string {
+func (d *daemonProc) waitCount(t testing.TB, re *regexp.Regexp, n int) []string {
 	t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
@@ -160,7 +113,7 @@ func (d *revDaemon) waitCount(t testing.TB, re *regexp.Regexp, n int) []string {
 	}
 }
 
-func (d *revDaemon) countLines(re *regexp.Regexp) int {
+func (d *daemonProc) countLines(re *regexp.Regexp) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	n := 0
@@ -170,19 +123,6 @@ func (d *revDaemon) countLines(re *regexp.Regexp) int {
 		}
 	}
 	return n
-}
-
-// stop sends SIGTERM and returns the exit status.
-func (d *revDaemon) stop(t *testing.T) error {
-	t.Helper()
-	d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		return d.waitErr
-	case <-time.After(60 * time.Second):
-		t.Fatalf("daemon did not exit; log:\n%s", d.log())
-		return nil
-	}
 }
 
 // caFile is the path of the daemon's CA certificate.

@@ -78,7 +78,14 @@ func startDaemon(t *testing.T, cacheDir, plugin string, flags ...string) *daemon
 // startDaemonEnv is startDaemon with the daemon's environment.
 func startDaemonEnv(t *testing.T, env []string, cacheDir, plugin string, flags ...string) *daemonProc {
 	t.Helper()
-	args := append([]string{"serve", "--cache-dir=" + cacheDir, "--plugin=" + plugin, "--http=127.0.0.1:0", "-v"}, flags...)
+	return runDaemon(t, env, append([]string{"serve", "--cache-dir=" + cacheDir, "--plugin=" + plugin, "--http=127.0.0.1:0", "-v"}, flags...))
+}
+
+// runDaemon starts "go-cache-plugin <args>" (a serve command with --http)
+// with environment env, and waits until it serves HTTP and, with --plugin,
+// the cache-prog protocol. It is stopped (SIGTERM) when the test ends.
+func runDaemon(t testing.TB, env, args []string) *daemonProc {
+	t.Helper()
 	d := &daemonProc{cmd: exec.Command(pluginBin, args...), changed: make(chan struct{}), exited: make(chan struct{})}
 	d.cmd.Env = env
 	stderr, err := d.cmd.StderrPipe()
@@ -90,6 +97,7 @@ func startDaemonEnv(t *testing.T, env []string, cacheDir, plugin string, flags .
 	}
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(nil, 1<<20)
 		for sc.Scan() {
 			d.mu.Lock()
 			d.lines = append(d.lines, sc.Text())
@@ -112,7 +120,11 @@ func startDaemonEnv(t *testing.T, env []string, cacheDir, plugin string, flags .
 			t.Logf("daemon log:\n%s", d.log())
 		}
 	})
-	d.target = d.waitLine(t, servingRE)[1]
+	for _, a := range args {
+		if strings.HasPrefix(a, "--plugin=") {
+			d.target = d.waitLine(t, servingRE)[1]
+		}
+	}
 	d.httpURL = d.waitLine(t, httpRE)[1]
 	return d
 }
@@ -136,7 +148,7 @@ func (d *daemonProc) find(re *regexp.Regexp) []string {
 }
 
 // waitLine waits for a log line matching re and returns its submatches.
-func (d *daemonProc) waitLine(t *testing.T, re *regexp.Regexp) []string {
+func (d *daemonProc) waitLine(t testing.TB, re *regexp.Regexp) []string {
 	t.Helper()
 	timeout := time.After(60 * time.Second)
 	for {
@@ -161,13 +173,13 @@ func (d *daemonProc) waitLine(t *testing.T, re *regexp.Regexp) []string {
 }
 
 // stop sends SIGTERM and returns the daemon's exit status.
-func (d *daemonProc) stop(t *testing.T) error {
+func (d *daemonProc) stop(t testing.TB) error {
 	t.Helper()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	return d.wait(t)
 }
 
-func (d *daemonProc) wait(t *testing.T) error {
+func (d *daemonProc) wait(t testing.TB) error {
 	t.Helper()
 	select {
 	case <-d.exited:
