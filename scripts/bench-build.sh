@@ -350,6 +350,11 @@ last_cpu() {
         printf "%.2f", v["user_s"] + v["sys_s"] }'
 }
 
+# proc_cpu PID: the user+system CPU seconds of a running process so far.
+proc_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 fresh() { # DIR...: empty directories
     rm -rf "$@"
     mkdir -p "$@"
@@ -592,7 +597,7 @@ if [[ "$sections" == *D* ]]; then
     fresh "$ed" "$eg"
     build "D warm-up" D-warmup "$eg" "$(plugin_prog "$ed" "" $(d_flags "$s3_endpoint"))"
     log "D warm-up empty-dir ${last_time}s $last_stats $(d_prefetch D-warmup)"
-    declare -A d_times=()
+    declare -A d_times=() d_cpu=()
     d_r_pf=() d_r_od=() d_r_pf_lat=() d_r_od_lat=()
     for ((i = 1; i <= d_rounds; i++)); do
         case $((i % 3)) in
@@ -605,17 +610,28 @@ if [[ "$sections" == *D* ]]; then
             ((lat)) && ep="$lat_endpoint" tag="-lat"
             for side in $order; do
                 name="D-$side$tag-$i"
+                # CPU seconds spent during the build by the plugin, MinIO
+                # and the latency proxy, all on the same cores as the go
+                # command. (The go command's own tree is not counted: it
+                # does not always wait for the plugin, so the plugin's time
+                # may or may not be in it.)
+                rssf="$work/logs/$name.rss"
+                m0="$(proc_cpu "$minio_pid")" l0="$(proc_cpu "$lat_pid")"
                 case $side in
-                warm) build "$name" "$name" "$wg" "$(plugin_prog "$wd" "" $(d_flags "$ep"))" ;;
+                warm) build "$name" "$name" "$wg" "$(plugin_prog "$wd" "$rssf" $(d_flags "$ep"))" ;;
                 pf | od)
                     fresh "$ed" "$eg"
                     extra="${BENCH_PREFETCH_FLAGS:-}"
                     [[ $side == od ]] && extra="--prefetch=0"
-                    build "$name" "$name" "$eg" "$(plugin_prog "$ed" "" $(d_flags "$ep") $extra)"
+                    build "$name" "$name" "$eg" "$(plugin_prog "$ed" "$rssf" $(d_flags "$ep") $extra)"
                     ;;
                 esac
+                cpu="$(awk -v p="$(last_cpu "$rssf")" \
+                    -v m0="$m0" -v m1="$(proc_cpu "$minio_pid")" -v l0="$l0" -v l1="$(proc_cpu "$lat_pid")" \
+                    'BEGIN { printf "cpu: plugin=%.2fs minio=%.2fs latency-proxy=%.2fs", p, m1 - m0, l1 - l0 }')"
+                d_cpu[$side$tag]+="$cpu; "
                 d_times[$side$tag]+="$last_time "
-                log "$name ${last_time}s $last_stats $(d_prefetch "$name")"
+                log "$name ${last_time}s $cpu $last_stats $(d_prefetch "$name")"
                 [[ $side != pf ]] || d_stats[$lat]="$last_stats $(d_prefetch "$name")"
             done
             w="$(awk '{ print $NF }' <<<"${d_times[warm$tag]}")"
@@ -639,6 +655,9 @@ if [[ "$sections" == *D* ]]; then
         summary_rows+=("| D. cold worker, $what | empty --cache-dir, --prefetch=0 | ${d_times[od$tag]}| $mo | $(median "${ro[@]}") vs warm dir | |")
         summary_rows+=("| D. cold worker, $what | warm --cache-dir | ${d_times[warm$tag]}| $mw | | |")
         detail_lines+=("D$tag: per-round ratios prefetch/warm: $(join "${rp[@]}"); on-demand/warm: $(join "${ro[@]}")")
+        for side in warm pf od; do
+            detail_lines+=("D$tag $side, CPU per round: ${d_cpu[$side$tag]}")
+        done
     done
     detail_lines+=("D: plugin metrics of a prefetching build: ${d_stats[0]:-}")
     detail_lines+=("D-lat: plugin metrics of a prefetching build: ${d_stats[1]:-}")
