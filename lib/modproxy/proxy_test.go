@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/memremote"
 	"github.com/go-cache-plugin/go-cache-plugin/internal/modproxytest"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
@@ -462,42 +463,8 @@ func TestSumDBProxy(t *testing.T) {
 	}
 }
 
-// memRemote is an in-memory remote tier.
-type memRemote struct {
-	mu   sync.Mutex
-	objs map[string][]byte
-}
-
-func (m *memRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[key]
-	if !ok {
-		return nil, 0, fmt.Errorf("%s: %w", key, fs.ErrNotExist)
-	}
-	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
-}
-
-func (m *memRemote) Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objs[key] = b
-	return nil
-}
-
-func (m *memRemote) Exists(ctx context.Context, key string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.objs[key]
-	return ok, nil
-}
-
 func TestSecondDaemonFromBucket(t *testing.T) {
-	remote := &memRemote{objs: map[string][]byte{}}
+	remote := memremote.New()
 	e1 := newEnv(t, nil, remote, nil)
 	paths := []string{
 		"/example.com/b/@v/list", "/example.com/b/@v/v0.1.0.info", "/example.com/b/@v/v0.1.0.mod",
@@ -529,9 +496,8 @@ func TestSecondDaemonFromBucket(t *testing.T) {
 	// A file corrupted in the bucket is refused and not installed.
 	e3 := newEnv(t, e1.up, remote, nil)
 	key := nameKey("example.com/a/@v/v1.0.0.zip").String()
-	remote.mu.Lock()
-	remote.objs[key] = bytes.Clone(remote.objs[nameKey("example.com/a/@v/v1.1.0.zip").String()])
-	remote.mu.Unlock()
+	other, _ := remote.Object(nameKey("example.com/a/@v/v1.1.0.zip").String())
+	remote.Set(key, other)
 	if r := e3.get(t, "/example.com/a/@v/v1.0.0.zip"); r.code == 200 {
 		t.Errorf("zip swapped in the bucket: served (%d bytes)", len(r.body))
 	}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/memremote"
 	"github.com/go-cache-plugin/go-cache-plugin/internal/revproxytest"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
@@ -54,40 +54,6 @@ func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return strings.Join(l.lines, "\n")
-}
-
-// memRemote is an in-memory remote tier.
-type memRemote struct {
-	mu   sync.Mutex
-	objs map[string][]byte
-}
-
-func (m *memRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objs[key]
-	if !ok {
-		return nil, 0, fmt.Errorf("%s: %w", key, fs.ErrNotExist)
-	}
-	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
-}
-
-func (m *memRemote) Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.objs[key] = b
-	return nil
-}
-
-func (m *memRemote) Exists(ctx context.Context, key string) (bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.objs[key]
-	return ok, nil
 }
 
 type harnessOpts struct {
@@ -628,7 +594,7 @@ func TestClientAbort(t *testing.T) {
 }
 
 func TestBucket(t *testing.T) {
-	remote := &memRemote{objs: map[string][]byte{}}
+	remote := memremote.New()
 	h1 := newHarness(t, harnessOpts{remote: remote})
 	u := h1.httpsURL("/blob/5000/shared.bin")
 	resp, body := h1.get(u)
@@ -641,12 +607,14 @@ func TestBucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := KeyFor(u)
-	if _, ok := remote.objs[key.String()]; !ok {
-		t.Fatalf("%s not uploaded as %s; bucket has %d objects", u, key, len(remote.objs))
+	if _, ok := remote.Object(key.String()); !ok {
+		t.Fatalf("%s not uploaded as %s; bucket has %d objects", u, key, remote.Len())
 	}
 	// Corrupt the second one in the bucket: one byte of its body.
 	k2 := KeyFor(u2).String()
-	remote.objs[k2][10] ^= 1
+	b2, _ := remote.Object(k2)
+	b2[10] ^= 1
+	remote.Set(k2, b2)
 
 	h2 := newHarness(t, harnessOpts{remote: remote, origin: h1.origin})
 	resp, body2 := h2.get(u)
