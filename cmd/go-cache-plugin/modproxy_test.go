@@ -16,32 +16,6 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/internal/s3test"
 )
 
-// modProxyModules are the test upstream's modules: an app needs b, which
-// needs a; c is there to be tampered with.
-func modProxyModules() []modproxytest.Module {
-	a := func(v string) modproxytest.Module {
-		return modproxytest.Module{Path: "example.com/a", Version: v, Files: map[string]string{
-			"go.mod": "module example.com/a\n\ngo 1.21\n",
-			"a.go":   "package a\n\nconst Version = \"" + v + "\"\n",
-		}}
-	}
-	return []modproxytest.Module{
-		a("v1.0.0"), a("v1.1.0"),
-		{Path: "example.com/b", Version: "v0.1.0", Files: map[string]string{
-			"go.mod": "module example.com/b\n\ngo 1.21\n\nrequire example.com/a v1.1.0\n",
-			"b.go":   "package b\n\nimport \"example.com/a\"\n\nconst V = \"b with a \" + a.Version\n",
-		}},
-		{Path: "example.com/Upper", Version: "v1.0.0", Files: map[string]string{
-			"go.mod": "module example.com/Upper\n\ngo 1.21\n",
-			"u.go":   "package upper\n",
-		}},
-		{Path: "example.com/c", Version: "v1.0.0", Files: map[string]string{
-			"go.mod": "module example.com/c\n\ngo 1.21\n",
-			"c.go":   "package c\n",
-		}},
-	}
-}
-
 // modGoEnv is the environment of a go command using the module proxy at
 // proxyURL and the test database through it, with a fresh module cache
 // and GOPATH, and nothing of the machine's module settings.
@@ -98,7 +72,7 @@ func httpGetHeader(t *testing.T, url string) (int, string, http.Header) {
 // MinIO bucket: downloads and builds, go.sum, tampered files, bad paths,
 // the upstream stopped, and a second daemon on an empty directory.
 func TestModProxy(t *testing.T) {
-	up := modproxytest.Start(t, modProxyModules()...)
+	up := modproxytest.Start(t, modproxytest.ExampleModules()...)
 	if err := up.Tamper("example.com/a", "v1.0.0", ".zip"); err != nil {
 		t.Fatal(err)
 	}

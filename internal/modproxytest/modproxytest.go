@@ -344,3 +344,31 @@ func (i memInfo) Mode() fs.FileMode  { return 0o644 }
 func (i memInfo) ModTime() time.Time { return time.Time{} }
 func (i memInfo) IsDir() bool        { return false }
 func (i memInfo) Sys() any           { return nil }
+
+// ExampleModules are small test modules: example.com/a at v1.0.0 and
+// v1.1.0, example.com/b v0.1.0 requiring a v1.1.0 (its V is
+// "b with a v1.1.0"), example.com/Upper (upper case in its path) and
+// example.com/c, which nothing needs (for tampering with).
+func ExampleModules() []Module {
+	a := func(v string) Module {
+		return Module{Path: "example.com/a", Version: v, Files: map[string]string{
+			"go.mod": "module example.com/a\n\ngo 1.21\n",
+			"a.go":   "package a\n\nconst Version = \"" + v + "\"\n",
+		}}
+	}
+	return []Module{
+		a("v1.0.0"), a("v1.1.0"),
+		{Path: "example.com/b", Version: "v0.1.0", Files: map[string]string{
+			"go.mod": "module example.com/b\n\ngo 1.21\n\nrequire example.com/a v1.1.0\n",
+			"b.go":   "package b\n\nimport \"example.com/a\"\n\nconst V = \"b with a \" + a.Version\n",
+		}},
+		{Path: "example.com/Upper", Version: "v1.0.0", Files: map[string]string{
+			"go.mod": "module example.com/Upper\n\ngo 1.21\n",
+			"u.go":   "package upper\n",
+		}},
+		{Path: "example.com/c", Version: "v1.0.0", Files: map[string]string{
+			"go.mod": "module example.com/c\n\ngo 1.21\n",
+			"c.go":   "package c\n",
+		}},
+	}
+}

@@ -20,7 +20,7 @@ func benchEnv(b *testing.B) (*testEnv, *http.Client) {
 	b.Helper()
 	data := make([]byte, 1<<20)
 	rand.Read(data)
-	mods := append(testModules(), modproxytest.Module{Path: "example.com/big", Version: "v1.0.0", Files: map[string]string{
+	mods := append(modproxytest.ExampleModules(), modproxytest.Module{Path: "example.com/big", Version: "v1.0.0", Files: map[string]string{
 		"go.mod":   "module example.com/big\n\ngo 1.21\n",
 		"big.go":   "package big\n",
 		"data.bin": string(data),

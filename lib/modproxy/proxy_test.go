@@ -20,28 +20,6 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
-// testModules are the upstream's modules: a, at two versions, b needing
-// a, and a module with upper case in its path.
-func testModules() []modproxytest.Module {
-	a := func(v string) modproxytest.Module {
-		return modproxytest.Module{Path: "example.com/a", Version: v, Files: map[string]string{
-			"go.mod": "module example.com/a\n\ngo 1.21\n",
-			"a.go":   "package a\n\nconst Version = \"" + v + "\"\n",
-		}}
-	}
-	return []modproxytest.Module{
-		a("v1.0.0"), a("v1.1.0"),
-		{Path: "example.com/b", Version: "v0.1.0", Files: map[string]string{
-			"go.mod": "module example.com/b\n\ngo 1.21\n\nrequire example.com/a v1.1.0\n",
-			"b.go":   "package b\n\nimport \"example.com/a\"\n\nconst V = a.Version\n",
-		}},
-		{Path: "example.com/Upper", Version: "v1.0.0", Files: map[string]string{
-			"go.mod": "module example.com/Upper\n\ngo 1.21\n",
-			"u.go":   "package upper\n",
-		}},
-	}
-}
-
 // testEnv is a proxy on a store, in front of a test upstream.
 type testEnv struct {
 	up   *modproxytest.Server
@@ -74,7 +52,7 @@ func (l *logBuf) String() string {
 func newEnv(t testing.TB, up *modproxytest.Server, remote store.Remote, edit func(*Config)) *testEnv {
 	t.Helper()
 	if up == nil {
-		up = modproxytest.Start(t, testModules()...)
+		up = modproxytest.Start(t, modproxytest.ExampleModules()...)
 	}
 	e := &testEnv{up: up, dir: filepath.Join(t.TempDir(), "cache"), logs: &logBuf{}}
 	st, err := store.Open(store.Options{Dir: e.dir, Remote: remote, Logf: e.logs.logf})
@@ -346,7 +324,7 @@ func TestTimeout(t *testing.T) {
 		}
 	}))
 	defer func() { close(release); slow.Close(); wg.Wait() }()
-	up := modproxytest.Start(t, testModules()...)
+	up := modproxytest.Start(t, modproxytest.ExampleModules()...)
 	e := newEnv(t, up, nil, func(c *Config) { c.Upstream = slow.URL; c.Timeout = 50 * time.Millisecond })
 	if r := e.get(t, "/example.com/a/@v/v1.0.0.info"); r.code != http.StatusGatewayTimeout {
 		t.Errorf("slow upstream: %d %s, want 504", r.code, r.body)
@@ -520,7 +498,7 @@ func TestClose(t *testing.T) {
 }
 
 func TestLoop(t *testing.T) {
-	up := modproxytest.Start(t, testModules()...)
+	up := modproxytest.Start(t, modproxytest.ExampleModules()...)
 	var h http.Handler
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	defer srv.Close()
