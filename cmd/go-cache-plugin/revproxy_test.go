@@ -177,30 +177,6 @@ func wantXCache(t *testing.T, what string, h http.Header, cache, source string) 
 	}
 }
 
-// metric returns the value of a sample of the daemon's /metrics: name
-// with its labels as they are printed ({a="b",c="d"}), or "" for none.
-func (d *revDaemon) metric(t *testing.T, name, labels string) float64 {
-	t.Helper()
-	resp, err := http.Get(d.url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	prefix := name + labels + " "
-	for _, line := range strings.Split(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, prefix); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("/metrics: %q: %v", line, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s%s", name, labels)
-	return 0
-}
-
 // startOrigin starts the test origin, with an npm registry of a few
 // packages.
 func startOrigin(t *testing.T) *revproxytest.Origin {
@@ -329,14 +305,14 @@ func TestRevProxyClients(t *testing.T) {
 				t.Errorf("first install: origin served %s's tarball %d times, want 1", name, n)
 			}
 		}
-		hits := d.metric(t, "gocacheplugin_revproxy_hits_total", `{source="local"}`)
+		hits := d.metric(t, "gocacheplugin_revproxy_hits_total", "source", "local")
 		npmInstall(t, d, registry)
 		for _, name := range []string{"rp-leaf", "rp-mid", "rp-app-dep"} {
 			if n := o.Count(revproxytest.TarballPath(name, "1.0.0")); n != 1 {
 				t.Errorf("second install: origin served %s's tarball %d times, want still 1", name, n)
 			}
 		}
-		if after := d.metric(t, "gocacheplugin_revproxy_hits_total", `{source="local"}`); after < hits+3 {
+		if after := d.metric(t, "gocacheplugin_revproxy_hits_total", "source", "local"); after < hits+3 {
 			t.Errorf("local hits went from %v to %v over the second install, want 3 more", hits, after)
 		}
 		t.Logf("origin requests for /rp-*: %d after the first install, %d after the second", tarballs, o.CountPrefix("/rp-"))
@@ -373,7 +349,7 @@ func TestRevProxyClients(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "plain file tunnelled.txt") || strings.Contains(string(out), "X-Cache") {
 			t.Errorf("curl through the tunnel: %v\n%s", err, out)
 		}
-		if v := d.metric(t, "gocacheplugin_revproxy_connects_total", `{kind="tunnel"}`); v != 1 {
+		if v := d.metric(t, "gocacheplugin_revproxy_connects_total", "kind", "tunnel"); v != 1 {
 			t.Errorf("tunnels: %v, want 1", v)
 		}
 	})
@@ -558,7 +534,7 @@ func TestRevProxyBadInput(t *testing.T) {
 	if n := o.Count("/status/500/err.tgz"); n != 2 {
 		t.Errorf("origin asked %d times for an error, want 2 (not cached)", n)
 	}
-	if n := d.metric(t, "gocacheplugin_revproxy_fills_total", `{result="stored_disk"}`); n != 0 {
+	if n := d.metric(t, "gocacheplugin_revproxy_fills_total", "result", "stored_disk"); n != 0 {
 		t.Errorf("%v responses stored", n)
 	}
 	if entries, _ := os.ReadDir(filepath.Join(d.dir, "tmp")); len(entries) != 0 {
@@ -651,7 +627,7 @@ func TestRevProxyBigFile(t *testing.T) {
 	if hwm > 200<<20 {
 		t.Errorf("daemon peak RSS %d MiB after a 1 GiB response; memory must not grow with response size", hwm>>20)
 	}
-	if v := d.metric(t, "gocacheplugin_revproxy_fills_total", `{result="aborted"}`); v != 1 {
+	if v := d.metric(t, "gocacheplugin_revproxy_fills_total", "result", "aborted"); v != 1 {
 		t.Errorf("aborted fills %v, want 1", v)
 	}
 }
@@ -788,7 +764,7 @@ func TestRevProxyRestart(t *testing.T) {
 			t.Errorf("origin asked %d times for %s, want %d", n, p, want)
 		}
 	}
-	if v := d2.metric(t, "gocacheplugin_store_corrupt_remote_total", ""); v != 1 {
+	if v := d2.metric(t, "gocacheplugin_store_corrupt_remote_total"); v != 1 {
 		t.Errorf("corrupt remote objects: %v, want 1", v)
 	}
 }
