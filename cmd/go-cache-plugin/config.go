@@ -40,6 +40,7 @@ type config struct {
 	// Manifests and prefetch (see manifest.go).
 	Manifest string
 	Prefetch int
+	PackMin  int
 
 	envErrs []error // environment variables that did not parse
 

@@ -15,6 +15,7 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/daemon"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Manifests and prefetch (see gobuild.Manifests): with a bucket, each
@@ -27,6 +28,7 @@ import (
 var manifestEnv = []envVar{
 	{"manifest", "GOCACHE_MANIFEST"},
 	{"prefetch", "GOCACHE_PREFETCH"},
+	{"pack-min", "GOCACHE_PACK_MIN"},
 }
 
 // defaultPrefetch is the default of --prefetch.
@@ -36,13 +38,18 @@ const defaultPrefetch = 16
 func (c *config) bindManifest(fs *flag.FlagSet) {
 	fs.StringVar(&c.Manifest, "manifest", "", `with --bucket: the build's manifest, read at start to prefetch and written at close; `+
 		`"name" or "name,name2,..." (the first is written), "off" for none; default: derived from the module in the working directory and GOOS/GOARCH (direct mode and connect; serve: what each connect asks for)`)
-	fs.IntVar(&c.Prefetch, "prefetch", defaultPrefetch, "with a manifest: how many objects to prefetch at once (0: none, but still write the manifest)")
+	fs.IntVar(&c.Prefetch, "prefetch", defaultPrefetch, "with a manifest: how many objects (or ranged reads of packs) to prefetch at once (0: none, but still write the manifest)")
+	fs.IntVar(&c.PackMin, "pack-min", gobuild.DefaultPackMinEntries, "with a manifest: at close, pack the listed outputs that no pack holds into one bucket object, for a cold worker to read in a few requests, "+
+		"when they are at least this many and a quarter of the listed bytes (0: write no packs; packs are still read)")
 }
 
 // checkManifest reports manifest settings that are out of range.
 func (c *config) checkManifest() error {
 	if c.Prefetch < 0 {
 		return fmt.Errorf("--prefetch must not be negative")
+	}
+	if c.PackMin < 0 {
+		return fmt.Errorf("--pack-min must not be negative")
 	}
 	if c.Manifest != "" && c.Manifest != "off" {
 		if _, err := parseManifestNames(c.Manifest); err != nil {
@@ -217,7 +224,34 @@ func modulePath(gomod []byte) string {
 
 // newManifests returns the manifests of the cache, as cfg sets them.
 func newManifests(cfg *config, cache *gobuild.Cache) *gobuild.Manifests {
-	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, Logf: logger(cfg.Verbose)}
+	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, PackMinEntries: cfg.PackMin, Logf: logger(cfg.Verbose)}
+}
+
+// registerPrefetchMetrics adds gocacheplugin_prefetch_* counters to reg.
+func registerPrefetchMetrics(reg *prometheus.Registry, m *gobuild.Manifests) {
+	for _, c := range []struct {
+		name, help string
+		get        func(gobuild.PrefetchStats) int64
+	}{
+		{"manifests_read_total", "Manifests read at the start of builds.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsRead }},
+		{"manifests_written_total", "Manifests written at the close of builds.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsWritten }},
+		{"objects_total", "Outputs prefetched.", func(s gobuild.PrefetchStats) int64 { return s.Prefetched }},
+		{"bytes_total", "Bytes of the outputs prefetched.", func(s gobuild.PrefetchStats) int64 { return s.PrefetchedBytes }},
+		{"used_total", "Prefetched outputs the go command asked for.", func(s gobuild.PrefetchStats) int64 { return s.Used }},
+		{"used_bytes_total", "Bytes of the prefetched outputs the go command asked for.", func(s gobuild.PrefetchStats) int64 { return s.UsedBytes }},
+		{"wasted_total", "Prefetched outputs not asked for by the close of their build.", func(s gobuild.PrefetchStats) int64 { return s.Wasted }},
+		{"wasted_bytes_total", "Bytes of the prefetched outputs not asked for.", func(s gobuild.PrefetchStats) int64 { return s.WastedBytes }},
+		{"waited_total", "Requests that waited for a prefetch in flight.", func(s gobuild.PrefetchStats) int64 { return s.Waited }},
+		{"pack_reads_total", "Ranged reads of packs.", func(s gobuild.PrefetchStats) int64 { return s.PackReads }},
+		{"packed_total", "Outputs prefetched from packs.", func(s gobuild.PrefetchStats) int64 { return s.Packed }},
+		{"packs_written_total", "Packs written at the close of builds.", func(s gobuild.PrefetchStats) int64 { return s.PacksWritten }},
+	} {
+		get := c.get
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "gocacheplugin_prefetch_" + c.name,
+			Help: c.help,
+		}, func() float64 { return float64(get(m.Stats())) }))
+	}
 }
 
 // beginBuild wraps the handler of one build with its manifests.

@@ -112,7 +112,7 @@ func (h *s3Harness) testPrefetchServe(t *testing.T) {
 func (h *s3Harness) testPrefetchCold(t *testing.T) {
 	name := "example.com_s3base@" + runtime.GOOS + "-" + runtime.GOARCH
 	manifest := h.getObject(t, "base/manifest/"+name)
-	if !bytes.HasPrefix(manifest, []byte("go-cache-plugin manifest 2\n")) {
+	if !bytes.HasPrefix(manifest, []byte("go-cache-plugin manifest 3\n")) {
 		lo, _ := h.srv.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(s3Bucket), Prefix: aws.String("base/manifest/")})
 		var keys []string
 		for _, o := range lo.Contents {
@@ -120,7 +120,11 @@ func (h *s3Harness) testPrefetchCold(t *testing.T) {
 		}
 		t.Fatalf("manifest base/manifest/%s: %.100q; want one written by the first build (manifests: %q)", name, manifest, keys)
 	}
-	entries := bytes.Count(manifest, []byte("\n")) - 1
+	packs := bytes.Count(manifest, []byte("\npack "))
+	entries := bytes.Count(manifest, []byte("\n")) - 1 - packs
+	if packs != 1 || bytes.Count(manifest, []byte("@")) != entries {
+		t.Fatalf("manifest lists %d packs and places %d of %d outputs in them; want the first build to pack them all:\n%s", packs, bytes.Count(manifest, []byte("@")), entries, manifest)
+	}
 
 	dir := t.TempDir()
 	out := runGo(t, h.baseMod, h.env(t, dir, h.srv.Endpoint, "base"), "build", "-x", "./...")
@@ -140,9 +144,13 @@ func (h *s3Harness) testPrefetchCold(t *testing.T) {
 	if p.get("prefetch_wasted") != 0 {
 		t.Errorf("prefetch %v; want nothing wasted: the build is the one the manifest lists", map[string]string(p))
 	}
-	// The manifest lists each action's output: one round trip an action.
+	// The manifest lists each action's output, in a pack: no action
+	// record read, and a few ranged reads for all the outputs.
 	if p.get("prefetch_records") != 0 {
 		t.Errorf("prefetch %v; want no action record read: the manifest lists the outputs", map[string]string(p))
+	}
+	if p.get("prefetch_packed") != p.get("prefetched") || p.get("pack_reads") == 0 || p.get("pack_reads")*4 > p.get("prefetched") {
+		t.Errorf("prefetch %v; want every output read from the pack, several in each ranged read", map[string]string(p))
 	}
 	if m.get("remote_errors") != 0 || m.get("corrupt_remote") != 0 {
 		t.Errorf("metrics %s; want no errors", m)

@@ -210,6 +210,9 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	// Each session is a build with the manifests its client asks for (see
 	// sessionManifests).
 	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
+	if web != nil {
+		registerPrefetchMetrics(web.Registry(), manifests)
+	}
 	var d *daemon.Server
 	serveErr := make(chan error, 2)
 	if pl != nil {

@@ -15,39 +15,62 @@ import (
 // asked for them, keeping only those that were hits or were put (the
 // others do not exist in the bucket; actions put but never asked for are
 // left out too: a build that finds its actions cached never asks for
-// them), each with the output the build found or made for it. It is
-// stored in the remote tier as "manifest/<name>":
+// them), each with the output the build found or made for it, and the
+// packs that hold those outputs. It is stored in the remote tier as
+// "manifest/<name>":
 //
-//	go-cache-plugin manifest 2
-//	<action-id> <output-id> <size> <unix-nanos>
+//	go-cache-plugin manifest 3
+//	pack <pack-id>
+//	...
+//	<action-id> <output-id> <size> <unix-nanos> [<pack>@<offset>]
 //	...
 //
-// one line per action, lower-case hex IDs and decimal numbers, at most
-// MaxManifestEntries lines. With the output listed, a prefetch fetches the
-// output alone, in one round trip, and writes the action's record locally
-// from the manifest; the action record in the bucket is read only if that
-// output is gone. Version 1 manifests, which list action IDs alone, are
-// still read (and a line of a version 2 manifest may hold an action ID
-// alone): their actions' records are fetched first.
+// with lower-case hex IDs and decimal numbers: first the packs (at most
+// MaxManifestPacks), then one line per action (at most
+// MaxManifestEntries). An action whose output is in a pack gives the
+// pack's number in the list (from 0) and the offset of the output in it.
+//
+// With the output listed, a prefetch fetches the output alone, in one
+// round trip, or a whole run of outputs with one ranged read of their pack,
+// and writes the action's record locally from the manifest; the action
+// record in the bucket is read only if that output cannot be had. Manifests
+// of versions 1 (action IDs alone: their records are fetched first) and 2
+// (no packs) are still read.
+//
+// A pack is the remote object "pack/<xx>/<pack-id>":
+//
+//	go-cache-plugin pack 1
+//	<output-id> <size>
+//	...
+//	(an empty line)
+//	the outputs' bytes, back to back, in the order listed
+//
+// where <pack-id> is the SHA-256 of everything before the outputs' bytes,
+// which names them all: a pack's contents never change. Every output read
+// from a pack is verified against its output ID before it is installed.
 
 // manifestHeader is the first line of a manifest; manifestHeaderV1 that
 // of a version 1 manifest.
 const (
-	manifestHeader   = "go-cache-plugin manifest 2\n"
+	manifestHeader   = "go-cache-plugin manifest 3\n"
+	manifestHeaderV2 = "go-cache-plugin manifest 2\n"
 	manifestHeaderV1 = "go-cache-plugin manifest 1\n"
 )
+
+// MaxManifestPacks bounds the packs a manifest lists.
+const MaxManifestPacks = 256
 
 // MaxManifestEntries bounds the actions listed in a manifest (a build of
 // gopls asks for about 1,700). A build that asks for more records the
 // first ones.
 const MaxManifestEntries = 50_000
 
-// maxManifestLine is the length of the longest manifest line: two IDs and
-// two 19-digit numbers.
-const maxManifestLine = 2*(2*cacheprog.IDSize) + 2*19 + 4
+// maxManifestLine is the length of the longest manifest line: two IDs,
+// two 19-digit numbers and a pack location.
+const maxManifestLine = 2*(2*cacheprog.IDSize) + 2*19 + 4 + 3 + 1 + 19 + 1
 
 // maxManifestSize bounds the size of a manifest.
-const maxManifestSize = int64(len(manifestHeader)) + MaxManifestEntries*maxManifestLine
+const maxManifestSize = int64(len(manifestHeader)) + MaxManifestPacks*(5+2*cacheprog.IDSize+1) + MaxManifestEntries*maxManifestLine
 
 // ManifestKind is the prefix of manifests in the remote tier.
 const ManifestKind = "manifest"
@@ -64,6 +87,10 @@ type manifestEntry struct {
 	out   aid32
 	size  int64 // the output's size; -1 if the output is not listed
 	nanos int64 // the record's time, in Unix nanoseconds
+
+	packed bool  // the output is in a pack:
+	pack   aid32 // that pack's ID
+	offset int64 // and where the output starts in it
 }
 
 // hasOutput reports whether the entry lists the action's output.
@@ -74,11 +101,21 @@ func (e manifestEntry) record() record {
 	return record{outputID: e.out[:], time: time.Unix(0, e.nanos), size: e.size}
 }
 
-// encodeManifest returns the manifest listing entries.
+// encodeManifest returns the manifest listing entries and the packs they
+// are in. Past MaxManifestPacks packs, entries are listed without theirs.
 func encodeManifest(entries []manifestEntry) []byte {
 	entries = entries[:min(len(entries), MaxManifestEntries)]
-	buf := make([]byte, 0, len(manifestHeader)+len(entries)*(maxManifestLine-20))
+	packs := map[aid32]int{}
+	buf := make([]byte, 0, len(manifestHeader)+len(entries)*(maxManifestLine-40))
 	buf = append(buf, manifestHeader...)
+	for _, e := range entries {
+		if _, ok := packs[e.pack]; e.hasOutput() && e.packed && !ok && len(packs) < MaxManifestPacks {
+			packs[e.pack] = len(packs)
+			buf = append(buf, "pack "...)
+			buf = hex.AppendEncode(buf, e.pack[:])
+			buf = append(buf, '\n')
+		}
+	}
 	for _, e := range entries {
 		buf = hex.AppendEncode(buf, e.id[:])
 		if e.hasOutput() {
@@ -88,15 +125,24 @@ func encodeManifest(entries []manifestEntry) []byte {
 			buf = strconv.AppendInt(buf, e.size, 10)
 			buf = append(buf, ' ')
 			buf = strconv.AppendInt(buf, e.nanos, 10)
+			if n, ok := packs[e.pack]; e.packed && ok {
+				buf = append(buf, ' ')
+				buf = strconv.AppendInt(buf, int64(n), 10)
+				buf = append(buf, '@')
+				buf = strconv.AppendInt(buf, e.offset, 10)
+			}
 		}
 		buf = append(buf, '\n')
 	}
 	return buf
 }
 
-// decodeManifest parses a manifest of either version.
+// decodeManifest parses a manifest of any version.
 func decodeManifest(data []byte) ([]manifestEntry, error) {
 	rest, ok := bytes.CutPrefix(data, []byte(manifestHeader))
+	if !ok {
+		rest, ok = bytes.CutPrefix(data, []byte(manifestHeaderV2))
+	}
 	if !ok {
 		if rest, ok = bytes.CutPrefix(data, []byte(manifestHeaderV1)); !ok {
 			return nil, errors.New("not a manifest: bad header")
@@ -105,24 +151,40 @@ func decodeManifest(data []byte) ([]manifestEntry, error) {
 	if len(rest) > 0 && rest[len(rest)-1] != '\n' {
 		return nil, errors.New("manifest: last line not ended")
 	}
+	var packs []aid32
 	var entries []manifestEntry
-	for n := 1; len(rest) > 0; n++ {
-		if n > MaxManifestEntries {
-			return nil, fmt.Errorf("manifest: more than %d entries", MaxManifestEntries)
-		}
+	for n := 2; len(rest) > 0; n++ {
 		var line []byte
 		line, rest, _ = bytes.Cut(rest, []byte{'\n'})
-		e, err := parseManifestLine(line)
+		if p, ok := bytes.CutPrefix(line, []byte("pack ")); ok {
+			if len(entries) > 0 {
+				return nil, fmt.Errorf("manifest line %d: pack after the actions", n)
+			}
+			if len(packs) == MaxManifestPacks {
+				return nil, fmt.Errorf("manifest: more than %d packs", MaxManifestPacks)
+			}
+			var id aid32
+			if err := decodeID(id[:], p); err != nil {
+				return nil, fmt.Errorf("manifest line %d: pack ID: %w", n, err)
+			}
+			packs = append(packs, id)
+			continue
+		}
+		if len(entries) == MaxManifestEntries {
+			return nil, fmt.Errorf("manifest: more than %d entries", MaxManifestEntries)
+		}
+		e, err := parseManifestLine(line, packs)
 		if err != nil {
-			return nil, fmt.Errorf("manifest line %d: %w", n+1, err)
+			return nil, fmt.Errorf("manifest line %d: %w", n, err)
 		}
 		entries = append(entries, e)
 	}
 	return entries, nil
 }
 
-// parseManifestLine parses one line of a manifest, without its newline.
-func parseManifestLine(line []byte) (manifestEntry, error) {
+// parseManifestLine parses one action's line of a manifest, without its
+// newline, whose packs are packs.
+func parseManifestLine(line []byte, packs []aid32) (manifestEntry, error) {
 	e := manifestEntry{size: -1}
 	id, rest, more := bytes.Cut(line, []byte{' '})
 	if err := decodeID(e.id[:], id); err != nil {
@@ -132,8 +194,8 @@ func parseManifestLine(line []byte) (manifestEntry, error) {
 		return e, nil
 	}
 	f := bytes.Split(rest, []byte{' '})
-	if len(f) != 3 {
-		return e, fmt.Errorf("%d fields, want 1 or 4", len(f)+1)
+	if len(f) != 3 && len(f) != 4 {
+		return e, fmt.Errorf("%d fields, want 1, 4 or 5", len(f)+1)
 	}
 	if err := decodeID(e.out[:], f[0]); err != nil {
 		return e, fmt.Errorf("output ID: %w", err)
@@ -147,6 +209,18 @@ func parseManifestLine(line []byte) (manifestEntry, error) {
 		return e, fmt.Errorf("bad time %.20q", f[2])
 	}
 	e.size, e.nanos = size, nanos
+	if len(f) == 4 {
+		p, o, ok := bytes.Cut(f[3], []byte{'@'})
+		pack, err1 := strconv.Atoi(string(p))
+		off, err2 := strconv.ParseInt(string(o), 10, 64)
+		switch {
+		case !ok || err1 != nil || err2 != nil || off < 0:
+			return e, fmt.Errorf("bad pack location %.40q", f[3])
+		case pack < 0 || pack >= len(packs):
+			return e, fmt.Errorf("pack %d not listed", pack)
+		}
+		e.packed, e.pack, e.offset = true, packs[pack], off
+	}
 	return e, nil
 }
 

@@ -92,12 +92,16 @@ func TestManifestMalformed(t *testing.T) {
 		{string(data) + "abc\n", "line 6: action ID: 3 hex digits"},
 		{manifestHeader + strings.Repeat("zz", 32) + "\n", "not lower-case hex"},
 		{manifestHeader + strings.Repeat("AB", 32) + "\n", "not lower-case hex"},
-		{manifestHeader + line + "\n", "2 fields, want 1 or 4"},
+		{manifestHeader + line + "\n", "2 fields, want 1, 4 or 5"},
 		{manifestHeader + line + " 12\n", "3 fields"},
 		{manifestHeader + line + " -1 5\n", "bad size"},
 		{manifestHeader + line + " 1 x\n", "bad time"},
-		{manifestHeader + line + " 1 2 3\n", "5 fields"},
-		{manifestHeader + line + "  1 2\n", "5 fields"},
+		{manifestHeader + line + " 1 2 3\n", "bad pack location"},
+		{manifestHeader + line + " 1 2 0@5\n", "pack 0 not listed"},
+		{manifestHeader + line + " 1 2 3 4\n", "6 fields"},
+		{manifestHeader + line + "  1 2\n", "bad size"},
+		{manifestHeader + line + " 1 2\npack " + strings.Repeat("ab", 32) + "\n", "pack after the actions"},
+		{manifestHeader + "pack abc\n", "pack ID: 3 hex digits"},
 		{manifestHeader + "\n", "action ID: 0 hex digits"},
 	} {
 		_, err := decodeManifest([]byte(bad.data))
@@ -112,10 +116,17 @@ func TestManifestBounded(t *testing.T) {
 	for i := range entries {
 		entries[i].size = 1<<63 - 1
 		entries[i].nanos = 1<<63 - 1
+		entries[i].packed = true
+		entries[i].pack[0] = byte(min(i, MaxManifestPacks-1)) // the last pack is 255
+		entries[i].offset = 1<<63 - 1
 	}
 	data := encodeManifest(entries)
-	if int64(len(data)) != maxManifestSize {
-		t.Errorf("manifest of %d longest entries is %d bytes, want the bound %d", len(entries), len(data), maxManifestSize)
+	if n := bytes.Count(data, []byte("\npack ")); n != MaxManifestPacks {
+		t.Errorf("manifest of %d entries in different packs lists %d packs, want the bound %d", len(entries), n, MaxManifestPacks)
+	}
+	// Only the pack numbers of 3 digits make a longest line.
+	if n, bound := int64(len(data)), maxManifestSize; n > bound || n < bound-300 {
+		t.Errorf("manifest of %d longest entries is %d bytes, want just under the bound %d", len(entries), n, bound)
 	}
 	if got, err := decodeManifest(data); err != nil || len(got) != MaxManifestEntries {
 		t.Errorf("decoded %d entries (%v), want %d", len(got), err, MaxManifestEntries)

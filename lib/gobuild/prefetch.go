@@ -38,6 +38,11 @@ type Manifests struct {
 	// nothing is prefetched; manifests are still written.
 	Concurrency int
 
+	// PackMinEntries is the fewest outputs, in no pack yet, that a build
+	// writes a pack of at close (see pack.go); if zero or negative, no
+	// pack is written, and packs are still read.
+	PackMinEntries int
+
 	// Logf, if set, receives log lines about manifests read and written.
 	Logf func(format string, args ...any)
 
@@ -49,6 +54,8 @@ type Manifests struct {
 	prefetched, prefetchedBytes, used, usedBytes    atomic.Int64
 	wasted, wastedBytes, waited, stopped, skipLocal atomic.Int64
 	early, records                                  atomic.Int64
+	packReads, packed, packsWritten                 atomic.Int64
+	packBytesWritten                                atomic.Int64
 }
 
 // PrefetchStats are the counts of manifests and prefetches.
@@ -67,6 +74,10 @@ type PrefetchStats struct {
 	Stopped          int64 `json:"prefetch_stopped"` // prefetches stopped early by a failing remote tier
 	Early            int64 `json:"answered_early"`   // requests answered before the build's manifests were read
 	Records          int64 `json:"prefetch_records"` // action records read from the remote tier (the manifest not listing the output, or the output gone)
+	PackReads        int64 `json:"pack_reads"`       // ranged reads of packs
+	Packed           int64 `json:"prefetch_packed"`  // prefetched outputs read from packs (counted in Prefetched too)
+	PacksWritten     int64 `json:"packs_written"`    // packs written at close
+	PackBytes        int64 `json:"pack_bytes_written"`
 }
 
 // Stats returns the counts so far.
@@ -76,14 +87,16 @@ func (m *Manifests) Stats() PrefetchStats {
 		Local: m.skipLocal.Load(), Prefetched: m.prefetched.Load(), PrefetchedBytes: m.prefetchedBytes.Load(),
 		Used: m.used.Load(), UsedBytes: m.usedBytes.Load(), Wasted: m.wasted.Load(), WastedBytes: m.wastedBytes.Load(),
 		Waited: m.waited.Load(), Stopped: m.stopped.Load(), Early: m.early.Load(), Records: m.records.Load(),
+		PackReads: m.packReads.Load(), Packed: m.packed.Load(), PacksWritten: m.packsWritten.Load(), PackBytes: m.packBytesWritten.Load(),
 	}
 }
 
 // String formats the counts as key=value pairs, for logs.
 func (s PrefetchStats) String() string {
-	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d prefetch_records=%d",
+	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d prefetch_records=%d pack_reads=%d prefetch_packed=%d packs_written=%d pack_bytes_written=%d",
 		s.ManifestsRead, s.ManifestsWritten, s.Entries, s.Local, s.Prefetched, s.PrefetchedBytes,
-		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early, s.Records)
+		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early, s.Records,
+		s.PackReads, s.Packed, s.PacksWritten, s.PackBytes)
 }
 
 func (m *Manifests) logf(format string, args ...any) {
@@ -148,6 +161,7 @@ type build struct {
 	asked      map[aid32]manifestEntry // with the output, once known (a hit, or put and uploaded)
 	prefetched map[aid32]int64         // prefetched outputs not yet asked for: their sizes
 	listed     []manifestEntry         // the first manifest as read, if any
+	located    map[aid32]manifestEntry // outputs in packs, by output ID, from every manifest read
 	readDone   atomic.Bool             // the manifests have been read (or not found)
 }
 
@@ -255,22 +269,31 @@ func (b *build) Close(ctx context.Context) error {
 			entries = append(entries, e)
 		}
 	}
-	listed := b.listed
+	listed, located := b.listed, b.located
 	b.mu.Unlock()
 
 	err := b.next.Close(ctx)
-	b.writeManifest(ctx, entries, listed)
+	b.writeManifest(ctx, entries, listed, located)
 	return err
 }
 
 // writeManifest writes entries as the first manifest, unless there are
-// none or they are what it already lists.
-func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEntry) {
+// none or they are what it already lists. Outputs in the packs of the
+// manifests read at start (located) are listed in them, and if too many
+// are in none, a new pack of those is written first (see pack.go). Packs
+// are written only by a build that has read its manifests: one that closes
+// before does not know what is packed.
+func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEntry, located map[aid32]manifestEntry) {
 	entries = entries[:min(len(entries), MaxManifestEntries)]
 	name := b.names[0]
-	switch {
-	case b.h.Store.ReadOnly():
+	if b.h.Store.ReadOnly() {
 		return // the remote tier is read-only: nothing is written, as expected
+	}
+	unpacked := locatePacked(entries, located)
+	if b.readDone.Load() && b.h.Store.CanReadPacks() && shouldPack(entries, unpacked, b.m.PackMinEntries) {
+		b.writePack(ctx, entries)
+	}
+	switch {
 	case len(entries) == 0:
 		b.m.logf("manifest %s: the build asked for nothing cached: not written", name)
 		return
@@ -289,7 +312,7 @@ func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEnt
 }
 
 // sameEntries reports whether a and b, each without duplicate actions,
-// list the same actions with the same outputs. An entry without its output
+// list the same actions with the same outputs in the same places. An entry without its output
 // (from a version 1 manifest) is never the same as one with it.
 func sameEntries(a, b []manifestEntry) bool {
 	if len(a) != len(b) {
@@ -301,7 +324,8 @@ func sameEntries(a, b []manifestEntry) bool {
 	}
 	for _, e := range a {
 		o, ok := in[e.id]
-		if !ok || o.hasOutput() != e.hasOutput() || o.out != e.out {
+		if !ok || o.hasOutput() != e.hasOutput() || o.out != e.out ||
+			o.packed != e.packed || o.pack != e.pack || o.offset != e.offset {
 			return false
 		}
 	}
@@ -313,6 +337,7 @@ func (b *build) run(ctx context.Context) {
 	st := b.h.Store
 	var entries []manifestEntry
 	seen := make(map[aid32]bool)
+	located := make(map[aid32]manifestEntry) // outputs in packs
 	for i, name := range b.names {
 		data, ok := st.ReadRemoteRaw(ctx, ManifestKey(name), maxManifestSize)
 		if !ok {
@@ -334,32 +359,56 @@ func (b *build) run(ctx context.Context) {
 			b.mu.Unlock()
 		}
 		for _, e := range list {
+			if e.packed {
+				if _, ok := located[e.out]; !ok {
+					located[e.out] = e
+				}
+			}
 			if !seen[e.id] {
 				seen[e.id] = true
 				entries = append(entries, e)
 			}
 		}
 	}
+	b.mu.Lock()
+	b.located = located
+	b.mu.Unlock()
 	b.readDone.Store(true)
 	if len(entries) == 0 || b.m.Concurrency <= 0 {
 		return
 	}
 	start := time.Now()
+	jobs := planFetches(entries, st.CanReadPacks())
 	var next atomic.Int64
 	var stopped atomic.Bool
 	var wg sync.WaitGroup
-	for range min(b.m.Concurrency, len(entries)) {
+	for range min(b.m.Concurrency, len(jobs)) {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
-				if i >= int64(len(entries)) {
+				if i >= int64(len(jobs)) {
 					return
 				}
 				if !st.RemoteUsable() {
 					stopped.Store(true)
 					return
 				}
-				b.prefetch(ctx, entries[i])
+				job := jobs[i]
+				if job.packed {
+					// What the pack did not deliver is fetched
+					// on its own.
+					job.entries = b.fetchPacked(ctx, job)
+				}
+				for _, e := range job.entries {
+					if ctx.Err() != nil {
+						break
+					}
+					if !st.RemoteUsable() {
+						stopped.Store(true)
+						return
+					}
+					b.prefetch(ctx, e)
+				}
 			}
 		})
 	}
@@ -421,19 +470,8 @@ func (b *build) prefetch(ctx context.Context, e manifestEntry) {
 	if _, err := st.WriteBytes(ctx, akey, rec.local()); err != nil {
 		return
 	}
-	if local {
-		return
-	}
-	b.m.prefetched.Add(1)
-	b.m.prefetchedBytes.Add(obj.Size)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if _, asked := b.asked[id]; asked {
-		// Asked for while it was being fetched: the request waited for it.
-		b.m.used.Add(1)
-		b.m.usedBytes.Add(obj.Size)
-	} else {
-		b.prefetched[id] = obj.Size
+	if !local {
+		b.fetched(id, obj.Size)
 	}
 }
 

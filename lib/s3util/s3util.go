@@ -211,6 +211,28 @@ func (c *Client) Get(ctx context.Context, key string) (io.ReadCloser, int64, err
 	return out.Body, size, nil
 }
 
+// GetRange implements [store.RangeRemote]. A range that starts past the
+// end of the object is reported as missing (fs.ErrNotExist).
+func (c *Client) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	if off < 0 || n <= 0 {
+		return nil, fmt.Errorf("s3: get %s: bad range %d+%d", key, off, n)
+	}
+	rng := fmt.Sprintf("bytes=%d-%d", off, off+n-1)
+	out, err := c.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &c.bucket, Key: aws.String(c.Key(key)), Range: &rng})
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode() == "InvalidRange" {
+		// The object is shorter than the caller thinks: for it, the
+		// bytes it wants are not there.
+		return nil, fmt.Errorf("s3: get %s %s: %w", key, rng, fs.ErrNotExist)
+	}
+	if err != nil {
+		return nil, c.wrap("get", key, err)
+	}
+	// A body shorter than n (the object ends inside the range) is the
+	// caller's to notice.
+	return out.Body, nil
+}
+
 // Exists implements [store.Remote].
 func (c *Client) Exists(ctx context.Context, key string) (bool, error) {
 	_, err := c.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: aws.String(c.Key(key))})

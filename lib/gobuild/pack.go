@@ -1,0 +1,266 @@
+package gobuild
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strconv"
+
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
+)
+
+// Packs (the format is in manifest.go) let a cold worker fetch the outputs
+// a manifest lists with a few ranged reads instead of one request each:
+// on a bucket that is fast but not free (a server sharing the machine, or
+// 20 ms away), the requests and not the bytes are what a prefetch pays
+// for.
+//
+// A build writes a pack at close, of the outputs its manifest lists that
+// no pack holds yet, when they are at least PackMinEntries and at least a
+// quarter of the listed bytes: the first build of a name packs everything
+// it used, and later builds, most of whose outputs are in packs already,
+// write a pack only once enough has changed. So a pack is written now and
+// then, never once per build, and the bucket holds each output about twice
+// at most (under its key, and in a pack). Packs are never rewritten or
+// deleted by the plugin; a lifecycle rule on the bucket's "pack/" prefix
+// removes old ones (a manifest naming a pack that is gone costs its
+// prefetch one failed read, then the outputs are fetched one by one).
+
+// Pack tuning.
+const (
+	// DefaultPackMinEntries is the default of [Manifests.PackMinEntries].
+	DefaultPackMinEntries = 64
+
+	// maxPackSize bounds the outputs a build puts in one pack.
+	maxPackSize = 4 << 30
+
+	// packRangeSize is the length a prefetch aims for in each ranged
+	// read of a pack: long enough that requests cost little, short enough
+	// that the go command, waiting for one output, does not wait for
+	// many others, and that reads run in parallel.
+	packRangeSize = 8 << 20
+
+	// packMaxGap is the longest run of unwanted bytes a ranged read
+	// reads through rather than starting another read.
+	packMaxGap = 256 << 10
+)
+
+// PackKind is the prefix of packs in the remote tier.
+const PackKind = "pack"
+
+// packName returns the remote name of the pack id.
+func packName(id aid32) string {
+	h := hex.EncodeToString(id[:])
+	return PackKind + "/" + h[:2] + "/" + h
+}
+
+const packHeaderLine = "go-cache-plugin pack 1\n"
+
+// packHeader returns the header of a pack of the outputs of entries, in
+// order, and the pack's ID.
+func packHeader(entries []manifestEntry) ([]byte, aid32) {
+	buf := make([]byte, 0, len(packHeaderLine)+len(entries)*(2*len(aid32{})+12)+1)
+	buf = append(buf, packHeaderLine...)
+	for _, e := range entries {
+		buf = hex.AppendEncode(buf, e.out[:])
+		buf = append(buf, ' ')
+		buf = strconv.AppendInt(buf, e.size, 10)
+		buf = append(buf, '\n')
+	}
+	buf = append(buf, '\n')
+	return buf, sha256.Sum256(buf)
+}
+
+// locatePacked sets the pack location of each of entries whose output
+// another manifest listed in a pack (in located, by output ID). It
+// returns the bytes of the outputs left out of every pack.
+func locatePacked(entries []manifestEntry, located map[aid32]manifestEntry) (unpacked int64) {
+	for i := range entries {
+		e := &entries[i]
+		if l, ok := located[e.out]; ok && l.size == e.size {
+			e.packed, e.pack, e.offset = true, l.pack, l.offset
+		} else {
+			e.packed = false
+			unpacked += e.size
+		}
+	}
+	return unpacked
+}
+
+// shouldPack reports whether a build whose manifest lists entries, of
+// which unpacked bytes are in no pack, writes a pack of those.
+func shouldPack(entries []manifestEntry, unpacked int64, minEntries int) bool {
+	var total int64
+	n := 0
+	for _, e := range entries {
+		total += e.size
+		if !e.packed {
+			n++
+		}
+	}
+	return minEntries > 0 && n >= minEntries && unpacked > 0 && 4*unpacked >= total
+}
+
+// writePack writes a pack of the outputs of entries that are in no pack
+// and are complete in the local directory (up to maxPackSize bytes), and
+// sets their locations in entries. It reports whether it wrote one.
+func (b *build) writePack(ctx context.Context, entries []manifestEntry) bool {
+	st := b.h.Store
+	var list []manifestEntry
+	var size int64
+	seen := map[aid32]bool{}
+	for _, e := range entries {
+		if e.packed || seen[e.out] || size+e.size > maxPackSize {
+			continue
+		}
+		obj, ok, err := st.Stat(outputKey(e.out[:]))
+		if err != nil || !ok || obj.Size != e.size {
+			continue
+		}
+		seen[e.out] = true
+		list = append(list, e)
+		size += e.size
+	}
+	if len(list) == 0 {
+		return false
+	}
+	header, id := packHeader(list)
+	objs := make([]store.Packed, len(list))
+	off := int64(len(header))
+	where := map[aid32]int64{}
+	for i, e := range list {
+		objs[i] = store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size}, Offset: off}
+		where[e.out] = off
+		off += e.size
+	}
+	name := packName(id)
+	if err := st.WritePack(ctx, name, header, objs); err != nil {
+		b.m.logf("pack %s: not written: %v", name, err)
+		return false
+	}
+	b.m.packsWritten.Add(1)
+	b.m.packBytesWritten.Add(off)
+	b.m.logf("pack %s: wrote %d outputs, %d bytes", name, len(list), off)
+	for i := range entries {
+		e := &entries[i]
+		if o, ok := where[e.out]; ok && !e.packed {
+			e.packed, e.pack, e.offset = true, id, o
+		}
+	}
+	return true
+}
+
+// A fetchJob is one unit of a prefetch: a ranged read of a pack holding
+// several listed outputs, or one listed action fetched on its own.
+type fetchJob struct {
+	first   int             // position in the manifest of its first entry, for ordering
+	entries []manifestEntry // for a read of a pack: sorted by offset
+	packed  bool            // entries are read from their pack (entries[0].pack)
+}
+
+// planFetches divides entries (in manifest order) into fetch jobs: the
+// packed outputs into ranged reads of their packs of about packRangeSize
+// bytes each (a read reads through gaps up to packMaxGap long), the others
+// one job each; jobs are in the order of their first entry in the
+// manifest. Without packs (usePacks false) every entry is a job of its own.
+func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
+	type pos struct {
+		e manifestEntry
+		i int
+	}
+	var jobs []fetchJob
+	byPack := map[aid32][]pos{}
+	for i, e := range entries {
+		if usePacks && e.hasOutput() && e.packed {
+			byPack[e.pack] = append(byPack[e.pack], pos{e, i})
+			continue
+		}
+		jobs = append(jobs, fetchJob{first: i, entries: []manifestEntry{e}})
+	}
+	for _, list := range byPack {
+		slices.SortFunc(list, func(a, b pos) int { return cmp.Compare(a.e.offset, b.e.offset) })
+		var cur *fetchJob
+		var start, end int64
+		for _, p := range list {
+			e := p.e
+			if e.offset < end {
+				continue // overlaps the previous output: a bad manifest
+			}
+			if cur == nil || e.offset-end > packMaxGap || e.offset+e.size-start > packRangeSize {
+				jobs = append(jobs, fetchJob{first: p.i, packed: true})
+				cur = &jobs[len(jobs)-1]
+				start = e.offset
+			}
+			cur.entries = append(cur.entries, e)
+			cur.first = min(cur.first, p.i)
+			end = e.offset + e.size
+		}
+	}
+	slices.SortStableFunc(jobs, func(a, b fetchJob) int { return cmp.Compare(a.first, b.first) })
+	return jobs
+}
+
+// fetchPacked runs a job reading a pack: it claims the job's actions that
+// are neither local nor being fetched, reads their outputs from the pack,
+// writes their records, and returns those the pack did not deliver, for
+// the caller to fetch one by one.
+func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifestEntry) {
+	var mine []manifestEntry
+	var chans []chan struct{}
+	for _, e := range job.entries {
+		if b.h.haveLocal(e.id[:]) {
+			b.m.skipLocal.Add(1)
+			continue
+		}
+		ch, ok := b.m.claim(e.id)
+		if !ok {
+			continue // asked for meanwhile, or listed by another build
+		}
+		mine = append(mine, e)
+		chans = append(chans, ch)
+	}
+	if len(mine) == 0 {
+		return nil
+	}
+	objs := make([]store.Packed, len(mine))
+	for i, e := range mine {
+		objs[i] = store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size, SHA256: e.out[:]}, Offset: e.offset}
+	}
+	b.m.packReads.Add(1)
+	b.h.Store.ReadPack(ctx, packName(job.entries[0].pack), objs, func(i int, obj store.Object, ok bool) {
+		e := mine[i]
+		if ok && ctx.Err() == nil {
+			rec := e.record()
+			rec.size = obj.Size
+			if _, err := b.h.Store.WriteBytes(ctx, actionKey(e.id[:]), rec.local()); err == nil {
+				b.m.packed.Add(1)
+				b.fetched(e.id, obj.Size)
+			} else {
+				ok = false
+			}
+		}
+		b.m.release(e.id, chans[i])
+		if !ok {
+			failed = append(failed, e)
+		}
+	})
+	return failed
+}
+
+// fetched counts the output of size bytes of action id as prefetched, and
+// as used if the go command asked for it while it was being fetched.
+func (b *build) fetched(id aid32, size int64) {
+	b.m.prefetched.Add(1)
+	b.m.prefetchedBytes.Add(size)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, asked := b.asked[id]; asked {
+		// Asked for while it was being fetched: the request waited for it.
+		b.m.used.Add(1)
+		b.m.usedBytes.Add(size)
+	} else {
+		b.prefetched[id] = size
+	}
+}

@@ -1,0 +1,303 @@
+package gobuild
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/go-cache-plugin/go-cache-plugin/internal/memremote"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
+)
+
+// packBuild is one build's worth of actions and outputs: n outputs of
+// various sizes, the largest a little over a MiB, so that a pack of them
+// is read in several ranges.
+type packBuild struct {
+	aids  [][]byte
+	datas [][]byte
+}
+
+func newPackBuild(tag string, n int) packBuild {
+	var b packBuild
+	for i := range n {
+		b.aids = append(b.aids, actionID(fmt.Sprintf("%s %d", tag, i)))
+		size := 100 + (i*7919)%(1<<20) + (i%5)*300_000
+		b.datas = append(b.datas, bytes.Repeat([]byte{byte(i), byte(i >> 8), 'p'}, size/3))
+	}
+	return b
+}
+
+// run runs the build on a cache with an empty directory over remote,
+// under manifest "m": every action is asked for, and put when missing. It
+// returns the cache (closed) and its build's manifests.
+func (pb packBuild) run(t *testing.T, remote store.Remote, packMin int) (*Cache, *Manifests) {
+	t.Helper()
+	c := newCache(t, remote)
+	m := &Manifests{Cache: c, Concurrency: 4, PackMinEntries: packMin, Logf: t.Logf}
+	h := m.Begin(t.Context(), c, []string{"m"})
+	// Wait for the prefetch to end before the build asks, so that what
+	// it fetched is known; a build that asks at once is the go command's
+	// case, tested end to end with a real bucket.
+	h.(*build).wg.Wait()
+	for i, aid := range pb.aids {
+		e, ok, err := h.Get(t.Context(), aid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			if _, err := h.Put(t.Context(), cacheprog.PutRequest{ActionID: aid, OutputID: outputID(pb.datas[i]), Size: int64(len(pb.datas[i])), Body: bytes.NewReader(pb.datas[i])}); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if !bytes.Equal(e.OutputID, outputID(pb.datas[i])) {
+			t.Fatalf("action %d: output %x, want %x", i, e.OutputID, outputID(pb.datas[i]))
+		}
+	}
+	if err := h.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return c, m
+}
+
+// checkLocal checks that every action of pb is a local hit with the right
+// output, without calling the remote tier.
+func (pb packBuild) checkLocal(t *testing.T, c *Cache) {
+	t.Helper()
+	for i, aid := range pb.aids {
+		e, ok, done := c.GetFast(aid)
+		if !done || !ok {
+			t.Fatalf("action %d not complete locally after the prefetch", i)
+		}
+		if !bytes.Equal(e.OutputID, outputID(pb.datas[i])) {
+			t.Fatalf("action %d: output %x, want %x", i, e.OutputID, outputID(pb.datas[i]))
+		}
+	}
+}
+
+// packsIn returns the packs a manifest lists.
+func packsIn(t *testing.T, remote *memremote.Remote) []string {
+	t.Helper()
+	data, ok := remote.Object(ManifestKey("m"))
+	if !ok {
+		t.Fatal("no manifest written")
+	}
+	var packs []string
+	for line := range strings.Lines(string(data)) {
+		if id, ok := strings.CutPrefix(line, "pack "); ok {
+			packs = append(packs, strings.TrimSpace(id))
+		}
+	}
+	return packs
+}
+
+func TestPackWrittenAndRead(t *testing.T) {
+	remote := memremote.New()
+	pb := newPackBuild("a", 80)
+	_, m := pb.run(t, remote, 64)
+	if s := m.Stats(); s.PacksWritten != 1 || s.ManifestsWritten != 1 {
+		t.Fatalf("first build: %v; want a pack and a manifest written", s)
+	}
+	packs := packsIn(t, remote)
+	if len(packs) != 1 {
+		t.Fatalf("manifest lists packs %q, want 1", packs)
+	}
+	pack, ok := remote.Object("pack/" + packs[0][:2] + "/" + packs[0])
+	if !ok {
+		t.Fatalf("pack %s not in the bucket", packs[0])
+	}
+	header, _, _ := bytes.Cut(pack, []byte("\n\n"))
+	header = append(header, "\n\n"...)
+	if id := outputID(header); hex.EncodeToString(id) != packs[0] {
+		t.Errorf("pack named %s, but its header hashes to %x", packs[0], id)
+	}
+	if n := bytes.Count(header, []byte("\n")) - 2; n != len(pb.aids) {
+		t.Errorf("pack lists %d outputs, want %d", n, len(pb.aids))
+	}
+
+	// A cold worker reads the outputs from the pack, a few ranges in all.
+	gets0, ranges0 := remote.Calls()
+	c := newCache(t, remote)
+	m = &Manifests{Cache: c, Concurrency: 4, PackMinEntries: 64, Logf: t.Logf}
+	h := m.Begin(t.Context(), c, []string{"m"})
+	h.(*build).wg.Wait()
+	gets, ranges := remote.Calls()
+	gets, ranges = gets-gets0, ranges-ranges0
+	pb.checkLocal(t, c)
+	var total int
+	for _, d := range pb.datas {
+		total += len(d)
+	}
+	s := m.Stats()
+	t.Logf("%d bytes in %d outputs: %d gets, %d ranged reads; %v", total, len(pb.datas), gets, ranges, s)
+	if s.Packed != int64(len(pb.aids)) || s.Prefetched != s.Packed || s.Records != 0 {
+		t.Errorf("prefetch %v; want every output from the pack", s)
+	}
+	if gets != 1 || ranges > total/packRangeSize+3 || ranges != int(s.PackReads) {
+		t.Errorf("prefetch made %d gets and %d ranged reads; want the manifest and about one read per %d bytes", gets, ranges, packRangeSize)
+	}
+	if err := h.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing asked, nothing changed: no new pack, no new manifest.
+	if s := m.Stats(); s.PacksWritten != 0 {
+		t.Errorf("cold worker: %v; want no pack written", s)
+	}
+	closeCache(t, c)
+}
+
+// tamper changes the pack the manifest lists with f.
+func tamper(t *testing.T, remote *memremote.Remote, f func(pack []byte) []byte) {
+	t.Helper()
+	id := packsIn(t, remote)[0]
+	key := "pack/" + id[:2] + "/" + id
+	pack, _ := remote.Object(key)
+	if pack = f(pack); pack == nil {
+		remote.Delete(key)
+	} else {
+		remote.Set(key, pack)
+	}
+}
+
+// TestPackFaults: a pack that holds other bytes, is cut short or is gone
+// delivers what it can; the rest is fetched one output at a time, and no
+// output is installed that is not what its action says.
+func TestPackFaults(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		tamper     func([]byte) []byte
+		wantPacked func(n int64) bool
+		corrupt    int64
+	}{
+		{"one output changed", func(p []byte) []byte { p[len(p)/2] ^= 0xff; return p }, func(n int64) bool { return n == 79 }, 1},
+		{"cut short", func(p []byte) []byte { return p[:len(p)/2] }, func(n int64) bool { return n > 0 && n < 80 }, 1},
+		{"gone", func([]byte) []byte { return nil }, func(n int64) bool { return n == 0 }, 0},
+		{"garbage", func(p []byte) []byte { return bytes.Repeat([]byte("x"), len(p)) }, func(n int64) bool { return n == 0 }, 80},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			remote := memremote.New()
+			pb := newPackBuild("f", 80)
+			pb.run(t, remote, 64)
+			tamper(t, remote, tc.tamper)
+
+			c := newCache(t, remote)
+			m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
+			h := m.Begin(t.Context(), c, []string{"m"})
+			h.(*build).wg.Wait()
+			pb.checkLocal(t, c)
+			s, ss := m.Stats(), c.Store.Stats()
+			t.Logf("prefetch %v; store %v", s, ss)
+			if !tc.wantPacked(s.Packed) || s.Prefetched != 80 {
+				t.Errorf("prefetched %d, %d from the pack; want all 80, some from the pack", s.Prefetched, s.Packed)
+			}
+			if ss.CorruptRemote != tc.corrupt {
+				t.Errorf("corrupt_remote = %d, want %d", ss.CorruptRemote, tc.corrupt)
+			}
+			if err := h.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			closeCache(t, c)
+		})
+	}
+}
+
+// TestPackPolicy: a build writes a pack of what no pack holds only once
+// that is a quarter of the listed bytes; a manifest can list several.
+func TestPackPolicy(t *testing.T) {
+	remote := memremote.New()
+	pb := newPackBuild("p", 80)
+	pb.run(t, remote, 64)
+	first := packsIn(t, remote)
+
+	// A few outputs changed: listed out of any pack, no new pack.
+	changed := newPackBuild("p", 80)
+	for i := range 5 {
+		changed.datas[i] = append(changed.datas[i], "changed"...)
+		changed.aids[i] = actionID(fmt.Sprintf("p changed %d", i))
+	}
+	_, m := changed.run(t, remote, 64)
+	if s := m.Stats(); s.PacksWritten != 0 || s.ManifestsWritten != 1 {
+		t.Errorf("build with 5 changed outputs: %v; want a manifest and no pack", s)
+	}
+	if got := packsIn(t, remote); len(got) != 1 || got[0] != first[0] {
+		t.Errorf("manifest lists packs %q, want %q", got, first)
+	}
+	data, _ := remote.Object(ManifestKey("m"))
+	if n := bytes.Count(data, []byte("@")); n != 75 {
+		t.Errorf("manifest places %d outputs in packs, want 75", n)
+	}
+
+	// Most changed: a new pack of the new outputs, beside the first.
+	most := newPackBuild("p", 80)
+	for i := range 70 {
+		most.datas[i] = append(most.datas[i], "new"...)
+		most.aids[i] = actionID(fmt.Sprintf("p new %d", i))
+	}
+	c, m := most.run(t, remote, 64)
+	if s := m.Stats(); s.PacksWritten != 1 {
+		t.Errorf("build with 70 new outputs: %v; want a pack written", s)
+	}
+	if got := packsIn(t, remote); len(got) != 2 || got[1] != first[0] {
+		t.Errorf("manifest lists packs %q, want a new one and %s", got, first[0])
+	}
+	// The new pack holds only the new outputs.
+	if s := c.Store.Stats(); s.BytesUp == 0 {
+		t.Errorf("store %v: nothing uploaded", s)
+	}
+	cold := newCache(t, remote)
+	m = &Manifests{Cache: cold, Concurrency: 4, Logf: t.Logf}
+	h := m.Begin(t.Context(), cold, []string{"m"})
+	h.(*build).wg.Wait()
+	most.checkLocal(t, cold)
+	if s := m.Stats(); s.Packed != 80 {
+		t.Errorf("cold worker: %v; want all 80 outputs from the two packs", s)
+	}
+	h.Close(t.Context())
+	closeCache(t, cold)
+
+	// No packs written with PackMinEntries 0, whatever changed.
+	none := memremote.New()
+	_, m = pb.run(t, none, 0)
+	if s := m.Stats(); s.PacksWritten != 0 || s.ManifestsWritten != 1 {
+		t.Errorf("PackMinEntries 0: %v; want a manifest and no pack", s)
+	}
+}
+
+func TestPlanFetches(t *testing.T) {
+	var pack aid32
+	pack[0] = 1
+	e := func(i int, off, size int64, packed bool) manifestEntry {
+		var id aid32
+		id[0] = byte(i)
+		return manifestEntry{id: id, out: id, size: size, packed: packed, pack: pack, offset: off}
+	}
+	const mb = 1 << 20
+	entries := []manifestEntry{
+		e(0, 100, mb, true),
+		e(1, 0, 5, false),
+		e(2, 100+mb, 3*mb, true),
+		e(3, 100+4*mb, 5*mb, true),               // past packRangeSize with the two before: a new read
+		e(4, 100+9*mb+10+packMaxGap+1, 10, true), // past the gap: a new read
+		e(5, 100+9*mb, 10, true),                 // within the gap of 3
+	}
+	jobs := planFetches(entries, true)
+	var got []string
+	for _, j := range jobs {
+		var ids []string
+		for _, e := range j.entries {
+			ids = append(ids, fmt.Sprint(e.id[0]))
+		}
+		got = append(got, fmt.Sprintf("%v:%s", j.packed, strings.Join(ids, ",")))
+	}
+	want := []string{"true:0,2", "false:1", "true:3,5", "true:4"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("planFetches = %v, want %v", got, want)
+	}
+	if jobs := planFetches(entries, false); len(jobs) != len(entries) {
+		t.Errorf("planFetches without packs: %d jobs, want one per entry", len(jobs))
+	}
+}
