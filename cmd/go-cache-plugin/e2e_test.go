@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
 // testModule is a small module with the features that exercise the cache
@@ -190,8 +192,8 @@ func checkCacheDir(t *testing.T, dir string) {
 	if outputs == 0 || actions == 0 {
 		t.Errorf("cache holds %d outputs and %d actions; want some of each", outputs, actions)
 	}
-	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
-		t.Errorf("%d temporary files left in the cache directory", len(tmp))
+	if tmp, err := store.TempFiles(dir); err != nil || len(tmp) != 0 {
+		t.Errorf("temporary files left in the cache directory: %q, %v", tmp, err)
 	}
 }
 
@@ -262,7 +264,7 @@ func TestKillDuringPut(t *testing.T) {
 	enc := base64.StdEncoding.EncodeToString(body)
 	io.WriteString(stdin, enc[:len(enc)/2])
 	waitFor(t, "a temporary file in the cache directory", func() bool {
-		tmp, _ := os.ReadDir(filepath.Join(cacheDir, "tmp"))
+		tmp, _ := store.TempFiles(cacheDir)
 		return len(tmp) > 0
 	})
 	cmd.Process.Kill()

@@ -26,6 +26,7 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/internal/revproxytest"
 	"github.com/go-cache-plugin/go-cache-plugin/internal/s3test"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/revproxy"
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
 // The made-up target names of the tests; the daemon dials them at
@@ -537,8 +538,8 @@ func TestRevProxyBadInput(t *testing.T) {
 	if n := d.metric(t, "gocacheplugin_revproxy_fills_total", "result", "stored_disk"); n != 0 {
 		t.Errorf("%v responses stored", n)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(d.dir, "tmp")); len(entries) != 0 {
-		t.Errorf("temporary files left: %v", entries)
+	if tmp, err := store.TempFiles(d.dir); err != nil || len(tmp) != 0 {
+		t.Errorf("temporary files left: %q, %v", tmp, err)
 	}
 
 	// Still serving.
@@ -594,8 +595,8 @@ func TestRevProxyBigFile(t *testing.T) {
 	if _, err := os.Stat(d.objectPath(u)); !os.IsNotExist(err) {
 		t.Errorf("an entry after the client went away: %v", err)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(d.dir, "tmp")); len(entries) != 0 {
-		t.Errorf("temporary files left after the abort: %v", entries)
+	if tmp, err := store.TempFiles(d.dir); err != nil || len(tmp) != 0 {
+		t.Errorf("temporary files left after the abort: %q, %v", tmp, err)
 	}
 
 	resp, err = c.Get(u)

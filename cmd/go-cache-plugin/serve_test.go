@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -535,8 +536,8 @@ func TestServeBadClients(t *testing.T) {
 	if n := d.metric(t, "gocacheplugin_sessions_dropped_total", "reason", "protocol"); n != 2 {
 		t.Errorf("%v sessions dropped for protocol errors, want 2", n)
 	}
-	if tmp, _ := os.ReadDir(filepath.Join(sharedCache, "tmp")); len(tmp) != 0 {
-		t.Errorf("%d temporary files left after the cut put", len(tmp))
+	if tmp, err := store.TempFiles(sharedCache); err != nil || len(tmp) != 0 {
+		t.Errorf("temporary files left after the cut put: %q, %v", tmp, err)
 	}
 }
 
@@ -617,7 +618,7 @@ func TestServeShutdownCuts(t *testing.T) {
 	msg := putMsg(3, "partial", make([]byte, 4<<20))
 	raw.send(msg[:len(msg)/2])
 	waitFor(t, "a temporary file in the cache directory", func() bool {
-		tmp, _ := os.ReadDir(filepath.Join(cacheDir, "tmp"))
+		tmp, _ := store.TempFiles(cacheDir)
 		return len(tmp) > 0
 	})
 	start := time.Now()

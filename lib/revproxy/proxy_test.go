@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -586,8 +585,8 @@ func TestClientAbort(t *testing.T) {
 	if s := h.proxy.Stats(); s.Aborted != 1 || s.StoredDisk != 1 {
 		t.Errorf("stats %+v", s)
 	}
-	if entries, _ := os.ReadDir(filepath.Join(h.st.Dir(), "tmp")); len(entries) != 0 {
-		t.Errorf("temporary files left: %v", entries)
+	if tmp, err := store.TempFiles(h.st.Dir()); err != nil || len(tmp) != 0 {
+		t.Errorf("temporary files left: %q, %v", tmp, err)
 	}
 	resp, _ = h.get(u, "Range", "bytes=-10")
 	h.wantCache(resp, "hit", "local")

@@ -623,8 +623,8 @@ func TestBreakerProbeNotUsedByUpload(t *testing.T) {
 	}
 }
 
-// Likewise a fetch that fails locally (here: the temporary directory is
-// gone) is neither a success nor a failure of the remote.
+// Likewise a fetch that fails locally (here: the object's directory cannot
+// be created) is neither a success nor a failure of the remote.
 func TestBreakerProbeNotUsedByLocalFailure(t *testing.T) {
 	ctx := context.Background()
 	fr := newFakeRemote()
@@ -636,14 +636,19 @@ func TestBreakerProbeNotUsedByLocalFailure(t *testing.T) {
 	fr.set(key.String(), data)
 	openBreaker(t, s, fr)
 
-	tmp := filepath.Join(s.Dir(), "tmp")
-	if err := os.Remove(tmp); err != nil {
+	// A dangling symbolic link where the object's directory goes: a
+	// lookup finds no object, and the temporary file cannot be created.
+	shard := filepath.Dir(s.Path(key))
+	if err := os.MkdirAll(filepath.Dir(shard), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("nowhere", shard); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := s.Get(ctx, key, check); ok || err != nil {
-		t.Fatalf("Get without a temporary directory = %v, %v, want miss", ok, err)
+		t.Fatalf("Get without the object's directory = %v, %v, want miss", ok, err)
 	}
-	if err := os.Mkdir(tmp, 0o755); err != nil {
+	if err := os.Remove(shard); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, err := s.Get(ctx, key, check); !ok || err != nil {

@@ -6,15 +6,24 @@
 // Objects live in a local directory, one file per object:
 //
 //	<dir>/<kind>/<xx>/<name>   an object; <xx> is the first two characters of <name>
-//	<dir>/tmp/                 files being written; renamed into place when complete
+//	<dir>/<kind>/<xx>/.tmp-*   a file being written; renamed to <name> when complete
 //
 // Kinds are chosen by the front ends ("action" and "output" for the build
 // cache, for example); names are lower-case hex. A file appears under its
 // final name only once it is complete and verified: it is written to a
-// temporary file in <dir>/tmp and renamed, so a crash at any point (even
-// SIGKILL) never leaves a partial object visible, and several processes may
-// share one directory. Temporary files left by a crash are removed once
-// they are a day old.
+// temporary file in its own directory and renamed, so a crash at any point
+// (even SIGKILL) never leaves a partial object visible, and several
+// processes may share one directory. Temporary files live in their
+// objects' directories, not in one shared directory, so that concurrent
+// writers are spread over the shards and each rename stays within one
+// directory.
+//
+// Temporary files left by a crash are removed once they are a day old, by
+// every trim, which sweeps every directory, and by [Store.CleanTemp], which
+// the command calls at each start: to stay cheap it sweeps one directory
+// of each kind, chosen at random, so that over many starts every directory
+// is swept. Both also clean <dir>/tmp/, where older versions wrote
+// temporary files.
 //
 // # Last use, trimming and the lock files
 //
@@ -184,7 +193,6 @@ type Options struct {
 // Its methods are safe for concurrent use.
 type Store struct {
 	dir      string
-	tmpDir   string
 	logf     func(string, ...any)
 	remote   *remoteTier // nil without a remote tier
 	readOnly bool
@@ -217,11 +225,10 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	tmp := filepath.Join(dir, "tmp")
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("store: create cache directory: %w", err)
 	}
-	s := &Store{dir: dir, tmpDir: tmp, logf: opts.Logf, readOnly: opts.ReadOnly, limits: opts.Limits, links: opts.Links}
+	s := &Store{dir: dir, logf: opts.Logf, readOnly: opts.ReadOnly, limits: opts.Limits, links: opts.Links}
 	if s.logf == nil {
 		s.logf = func(string, ...any) {}
 	}
@@ -415,7 +422,7 @@ func (s *Store) WriteBytes(ctx context.Context, key Key, data []byte) (Object, e
 // install writes r to a temporary file, verifies it and renames it to its
 // final name.
 func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
-	f, err := s.createTemp(key.Kind)
+	f, err := s.createTemp(key)
 	if err != nil {
 		return Object{}, fmt.Errorf("write %s: %w", key, err)
 	}
@@ -467,13 +474,33 @@ func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
 // errMismatch marks content that failed its [Check].
 var errMismatch = errors.New("content does not match")
 
-// createTemp creates a new file in the temporary directory. Unlike
-// os.CreateTemp it leaves the mode to the umask (0666 before it, as the go
-// command's own cache does), so a directory shared by a group stays usable.
-func (s *Store) createTemp(prefix string) (*os.File, error) {
+// tempPrefix starts the name of every temporary file in an object's
+// directory. Object names are hex, so no object has it.
+const tempPrefix = ".tmp-"
+
+// trashPrefix starts the name under which a trim takes an object out
+// before deleting it (see [Store.evict]).
+const trashPrefix = tempPrefix + "trim-"
+
+// createTemp creates a new temporary file in the directory of key,
+// creating that directory if needed, so that install renames the file
+// within one directory. Unlike os.CreateTemp it leaves the mode to the
+// umask (0666 before it, as the go command's own cache does), so a
+// directory shared by a group stays usable.
+func (s *Store) createTemp(key Key) (*os.File, error) {
+	dir := filepath.Dir(s.Path(key))
+	made := false
 	for range 100 {
-		name := filepath.Join(s.tmpDir, prefix+"-"+strconv.FormatUint(rand.Uint64(), 36))
+		name := filepath.Join(dir, tempPrefix+strconv.FormatUint(rand.Uint64(), 36))
 		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o666)
+		if errors.Is(err, fs.ErrNotExist) && !made {
+			// The first object of its directory.
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return nil, err
+			}
+			made = true
+			continue
+		}
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
@@ -520,20 +547,120 @@ func (s *Store) Close(ctx context.Context) error {
 }
 
 // CleanTemp removes temporary files older than age, left behind by crashed
-// writers. It returns the number removed.
+// writers, and returns the number removed. Being meant for every start of
+// a process, it is cheap: it sweeps the legacy <dir>/tmp/ of older versions
+// and, of each kind, one directory <dir>/<kind>/<xx> chosen at random (a
+// few directory reads in all). Over many starts every directory is swept;
+// a trim sweeps all of them. It leaves to trims the files a trim takes
+// objects out under: one may be another process's eviction in progress.
 func (s *Store) CleanTemp(age time.Duration) int {
-	entries, err := os.ReadDir(s.tmpDir)
+	cutoff := time.Now().Add(-age)
+	n := cleanLegacyTemp(s.dir, cutoff)
+	top, err := os.ReadDir(s.dir)
+	if err != nil {
+		return n
+	}
+	for _, e := range top {
+		if !e.IsDir() || !validKind(e.Name()) {
+			continue
+		}
+		kind := filepath.Join(s.dir, e.Name())
+		sub, err := os.ReadDir(kind)
+		if err != nil {
+			continue
+		}
+		var shards []string
+		for _, x := range sub {
+			if x.IsDir() && isShard(x.Name()) {
+				shards = append(shards, x.Name())
+			}
+		}
+		if len(shards) == 0 {
+			continue
+		}
+		n += cleanShardTemp(filepath.Join(kind, shards[rand.IntN(len(shards))]), cutoff)
+	}
+	return n
+}
+
+// cleanLegacyTemp removes the files in <dir>/tmp/ (where older versions
+// wrote temporary files) last modified before cutoff, and returns the
+// number removed. The directory itself stays: a process of an older
+// version sharing dir needs it.
+func cleanLegacyTemp(dir string, cutoff time.Time) int {
+	tmp := filepath.Join(dir, legacyTemp)
+	entries, err := os.ReadDir(tmp)
 	if err != nil {
 		return 0
 	}
-	cutoff := time.Now().Add(-age)
 	n := 0
 	for _, e := range entries {
 		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
-			if os.Remove(filepath.Join(s.tmpDir, e.Name())) == nil {
+			if os.Remove(filepath.Join(tmp, e.Name())) == nil {
 				n++
 			}
 		}
 	}
 	return n
+}
+
+// cleanShardTemp removes the temporary files in the object directory shard
+// last modified before cutoff, other than a trim's, and returns the number
+// removed.
+func cleanShardTemp(shard string, cutoff time.Time) int {
+	entries, err := os.ReadDir(shard)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range entries {
+		name := e.Name()
+		if !e.Type().IsRegular() || !strings.HasPrefix(name, tempPrefix) || strings.HasPrefix(name, trashPrefix) {
+			continue
+		}
+		if fi, err := e.Info(); err == nil && fi.ModTime().Before(cutoff) {
+			if os.Remove(filepath.Join(shard, name)) == nil {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// legacyTemp is the directory, under a store's, where older versions wrote
+// temporary files.
+const legacyTemp = "tmp"
+
+// TempFiles returns the paths of the temporary files in the store
+// directory dir: files being written, or left by a crash, in the objects'
+// directories and in the legacy <dir>/tmp/. It walks the whole directory,
+// so it is for tests and tools, not for a process serving requests.
+func TempFiles(dir string) ([]string, error) {
+	var paths []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if path != dir && errors.Is(err, fs.ErrNotExist) {
+				return nil // removed meanwhile
+			}
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		legacy := len(parts) > 1 && parts[0] == legacyTemp
+		shard := len(parts) == 3 && validKind(parts[0]) && isShard(parts[1]) && strings.HasPrefix(parts[2], tempPrefix)
+		if legacy || shard {
+			paths = append(paths, path)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list temporary files: %w", err)
+	}
+	return paths, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -36,18 +37,14 @@ func contentKey(kind string, data []byte) (Key, Check) {
 	return Key{Kind: kind, Name: hex.EncodeToString(sum[:])}, Check{Size: int64(len(data)), SHA256: sum[:]}
 }
 
-// tmpFiles lists the files in the store's temporary directory.
+// tmpFiles lists the store's temporary files.
 func tmpFiles(t *testing.T, s *Store) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(s.Dir(), "tmp"))
+	paths, err := TempFiles(s.Dir())
 	if err != nil {
-		t.Fatalf("read tmp: %v", err)
+		t.Fatal(err)
 	}
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
-	}
-	return names
+	return paths
 }
 
 // checkNoTemp fails the test if a temporary file was left behind.
@@ -361,8 +358,8 @@ func TestInvalidKeys(t *testing.T) {
 			names = append(names, n)
 		}
 	}
-	if len(names) != 1 || names[0] != "tmp" {
-		t.Errorf("store directory holds %q after invalid keys, want only tmp and the lock files", names)
+	if len(names) != 0 {
+		t.Errorf("store directory holds %q after invalid keys, want only the lock files", names)
 	}
 }
 
@@ -381,39 +378,79 @@ func TestCleanTemp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmp := filepath.Join(s.Dir(), "tmp")
-	old := filepath.Join(tmp, "output-old")
-	fresh := filepath.Join(tmp, "output-fresh")
-	for _, p := range []string{old, fresh} {
+	// The object's directory is the only one: CleanTemp sweeps it.
+	shard := filepath.Dir(obj.Path)
+	old := filepath.Join(shard, ".tmp-old")
+	fresh := filepath.Join(shard, ".tmp-fresh")
+	trash := filepath.Join(shard, ".tmp-trim-old") // left to trims
+	legacy := filepath.Join(s.Dir(), "tmp", "output-old")
+	if err := os.Mkdir(filepath.Dir(legacy), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{old, fresh, trash, legacy} {
 		if err := os.WriteFile(p, []byte("partial"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	then := time.Now().Add(-48 * time.Hour)
-	if err := os.Chtimes(old, then, then); err != nil {
-		t.Fatal(err)
-	}
 	// The object itself is old too: CleanTemp must not touch it.
-	if err := os.Chtimes(obj.Path, then, then); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{old, trash, legacy, obj.Path} {
+		if err := os.Chtimes(p, then, then); err != nil {
+			t.Fatal(err)
+		}
 	}
 
-	if n := s.CleanTemp(24 * time.Hour); n != 1 {
-		t.Errorf("CleanTemp removed %d files, want 1", n)
+	if n := s.CleanTemp(24 * time.Hour); n != 2 {
+		t.Errorf("CleanTemp removed %d files, want 2", n)
 	}
-	if _, err := os.Stat(old); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("old temp file not removed: %v", err)
+	for _, p := range []string{old, legacy} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("old temporary file %s not removed: %v", p, err)
+		}
 	}
-	if _, err := os.Stat(fresh); err != nil {
-		t.Errorf("fresh temp file removed: %v", err)
-	}
-	if _, err := os.Stat(obj.Path); err != nil {
-		t.Errorf("object removed: %v", err)
+	for _, p := range []string{fresh, trash, obj.Path, filepath.Dir(legacy)} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s removed: %v", p, err)
+		}
 	}
 	if n := s.CleanTemp(24 * time.Hour); n != 0 {
 		t.Errorf("second CleanTemp removed %d files, want 0", n)
 	}
+	got, err := TempFiles(s.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{fresh, trash}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("TempFiles = %q, want %q", got, want)
+	}
 }
+
+// TestTempInObjectDir: a write creates its temporary file in the object's
+// directory (creating it if needed) and leaves none behind.
+func TestTempInObjectDir(t *testing.T) {
+	s := openStore(t, "", nil)
+	defer closeStore(t, s)
+	if _, err := os.Stat(filepath.Join(s.Dir(), "tmp")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Open created tmp: %v", err)
+	}
+	key, check := contentKey("output", []byte("streamed"))
+	var during []string
+	r := io.MultiReader(strings.NewReader("stream"), readerFunc(func([]byte) (int, error) {
+		during = tmpFiles(t, s)
+		return 0, io.EOF
+	}), strings.NewReader("ed"))
+	if _, err := s.Write(context.Background(), key, r, check); err != nil {
+		t.Fatal(err)
+	}
+	if len(during) != 1 || filepath.Dir(during[0]) != filepath.Dir(s.Path(key)) || !strings.HasPrefix(filepath.Base(during[0]), ".tmp-") {
+		t.Errorf("temporary files while writing %s: %q; want one .tmp- file in its directory", key, during)
+	}
+	checkNoTemp(t, s)
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // checkTree verifies every file under <dir>/output hashes to its name and
 // sits in the right <xx> directory, and returns how many there are.

@@ -225,10 +225,11 @@ func trimIsDue(st trimState, est int64, lim Limits, exclusive bool, now time.Tim
 
 // trimDir does the work of a trim, filling in rep.
 func (s *Store) trimDir(ctx context.Context, lim Limits, start time.Time, rep *TrimReport) error {
-	sc, err := scanDir(ctx, s.dir, s.links)
+	sc, err := scanDir(ctx, s.dir, s.links, start.Add(-staleTemp))
 	if err != nil {
 		return err
 	}
+	rep.TempFile = sc.tempRemoved + cleanLegacyTemp(s.dir, start.Add(-staleTemp))
 	ents := sc.entries
 	var total int64
 	for _, e := range ents {
@@ -320,7 +321,6 @@ func (s *Store) trimDir(ctx context.Context, lim Limits, start time.Time, rep *T
 			rep.Kept.add(e.size)
 		}
 	}
-	rep.TempFile = s.CleanTemp(staleTemp)
 	return nil
 }
 
@@ -354,9 +354,9 @@ func (s *Store) evict(e *scanEntry) evictResult {
 		return evictInUse
 	}
 	trimHook("before rename", path)
-	// A random name in tmp: renaming onto another file there would need
-	// two equal 64-bit random numbers.
-	trash := filepath.Join(s.tmpDir, "trim-"+strconv.FormatUint(rand.Uint64(), 36))
+	// A random temporary name in the object's directory: renaming onto
+	// another file there would need two equal 64-bit random numbers.
+	trash := filepath.Join(filepath.Dir(path), trashPrefix+strconv.FormatUint(rand.Uint64(), 36))
 	if err := os.Rename(path, trash); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return evictVanished
@@ -478,13 +478,29 @@ type scanEntry struct {
 type dirScan struct {
 	entries []scanEntry
 	refs    map[int32][]int32 // object -> the records naming it
-	temp    Count             // files in <dir>/tmp
-	foreign Count             // files that are not the store's
+	others
+}
+
+// others counts the files of a directory that are not objects.
+type others struct {
+	temp        Count // temporary files: .tmp-* in shards, files in <dir>/tmp
+	tempRemoved int   // stale temporary files in shards removed
+	foreign     Count // files that are not the store's
+}
+
+func (o *others) add(p others) {
+	o.temp.Objects += p.temp.Objects
+	o.temp.Bytes += p.temp.Bytes
+	o.tempRemoved += p.tempRemoved
+	o.foreign.Objects += p.foreign.Objects
+	o.foreign.Bytes += p.foreign.Bytes
 }
 
 // scanDir lists the objects in dir. Files that do not fit the layout are
-// counted as foreign and left alone.
-func scanDir(ctx context.Context, dir string, links Links) (*dirScan, error) {
+// counted as foreign and left alone. Temporary files are counted apart;
+// if staleBefore is not zero (a trim), those in shards last modified
+// before it, left by a crash, are removed.
+func scanDir(ctx context.Context, dir string, links Links, staleBefore time.Time) (*dirScan, error) {
 	top, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -495,7 +511,7 @@ func scanDir(ctx context.Context, dir string, links Links) (*dirScan, error) {
 		name := e.Name()
 		path := filepath.Join(dir, name)
 		switch {
-		case name == "tmp" && e.IsDir():
+		case name == legacyTemp && e.IsDir():
 			countFiles(path, &sc.temp)
 		case name == usersFile || name == trimFile:
 		case e.IsDir() && validKind(name):
@@ -526,9 +542,9 @@ func scanDir(ctx context.Context, dir string, links Links) (*dirScan, error) {
 	for range min(len(shards), max(4, runtime.GOMAXPROCS(0))) {
 		wg.Go(func() {
 			var ents []scanEntry
-			var foreign Count
+			var o others
 			for shard := range next {
-				if err := scanShard(shard, links, &ents, &foreign); err != nil {
+				if err := scanShard(shard, links, staleBefore, &ents, &o); err != nil {
 					mu.Lock()
 					errs = append(errs, err)
 					mu.Unlock()
@@ -536,8 +552,7 @@ func scanDir(ctx context.Context, dir string, links Links) (*dirScan, error) {
 			}
 			mu.Lock()
 			sc.entries = append(sc.entries, ents...)
-			sc.foreign.Objects += foreign.Objects
-			sc.foreign.Bytes += foreign.Bytes
+			sc.others.add(o)
 			mu.Unlock()
 		})
 	}
@@ -575,8 +590,10 @@ func scanDir(ctx context.Context, dir string, links Links) (*dirScan, error) {
 	return sc, nil
 }
 
-// scanShard adds the objects in one <dir>/<kind>/<xx> directory to ents.
-func scanShard(shard string, links Links, ents *[]scanEntry, foreign *Count) error {
+// scanShard adds the objects in one <dir>/<kind>/<xx> directory to ents
+// and counts its other files in o, removing the temporary files last
+// modified before staleBefore if it is not zero.
+func scanShard(shard string, links Links, staleBefore time.Time, ents *[]scanEntry, o *others) error {
 	list, err := os.ReadDir(shard)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // removed meanwhile
@@ -589,8 +606,20 @@ func scanShard(shard string, links Links, ents *[]scanEntry, foreign *Count) err
 	for _, d := range list {
 		name := d.Name()
 		path := filepath.Join(shard, name)
+		if d.Type().IsRegular() && strings.HasPrefix(name, tempPrefix) {
+			fi, err := d.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			if !staleBefore.IsZero() && fi.ModTime().Before(staleBefore) && os.Remove(path) == nil {
+				o.tempRemoved++
+			} else {
+				o.temp.add(fi.Size())
+			}
+			continue
+		}
 		if !d.Type().IsRegular() || !validName(name, xx) {
-			countFiles(path, foreign)
+			countFiles(path, &o.foreign)
 			continue
 		}
 		fi, err := d.Info()
@@ -625,7 +654,7 @@ func countFiles(path string, c *Count) {
 // validKind reports whether a directory name can be a kind the trimmer
 // manages: lower-case letters, digits, '-' and '_', starting with a letter.
 func validKind(name string) bool {
-	if name == "" || name == "tmp" || len(name) > 32 || !('a' <= name[0] && name[0] <= 'z') {
+	if name == "" || name == legacyTemp || len(name) > 32 || !('a' <= name[0] && name[0] <= 'z') {
 		return false
 	}
 	for _, c := range name {

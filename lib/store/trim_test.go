@@ -62,14 +62,14 @@ func present(s *Store, key Key) bool {
 	return err == nil
 }
 
-// dirSize is the total length of the objects under dir (not tmp or the
-// lock files).
+// dirSize is the total length of the objects under dir (not temporary
+// files or the lock files).
 func dirSize(t *testing.T, dir string) int64 {
 	t.Helper()
 	var n int64
 	for _, kind := range []string{"output", "record"} {
 		filepath.WalkDir(filepath.Join(dir, kind), func(_ string, d fs.DirEntry, err error) error {
-			if err == nil && d.Type().IsRegular() {
+			if err == nil && d.Type().IsRegular() && !strings.HasPrefix(d.Name(), tempPrefix) {
 				fi, _ := d.Info()
 				n += fi.Size()
 			}
@@ -451,7 +451,11 @@ func TestScan(t *testing.T) {
 	now := time.Now()
 	os.Chtimes(w.Path(recs[2]), now, now)
 	os.Remove(w.Path(outs[1])) // its record dangles
+	// Temporary files: one of an older version's, in tmp, and one in an
+	// object's directory.
+	os.Mkdir(filepath.Join(dir, "tmp"), 0o755)
 	os.WriteFile(filepath.Join(dir, "tmp", "output-123"), []byte("partial"), 0o644)
+	os.WriteFile(filepath.Join(filepath.Dir(w.Path(outs[0])), ".tmp-123"), []byte("part"), 0o644)
 	os.WriteFile(filepath.Join(dir, "notes"), []byte("mine"), 0o644)
 
 	u, err = Scan(ctx, dir, testLinks)
@@ -463,7 +467,7 @@ func TestScan(t *testing.T) {
 		Kinds:    []KindCount{{"output", Count{2, 200}}, {"record", Count{3, 192}}},
 		Total:    Count{5, 392},
 		Dangling: Count{1, 64},
-		Temp:     Count{1, 7},
+		Temp:     Count{2, 11},
 		Foreign:  Count{1, 4},
 	}
 	if fmt.Sprint(u.Kinds) != fmt.Sprint(want.Kinds) || u.Total != want.Total || u.Dangling != want.Dangling || u.Temp != want.Temp || u.Foreign != want.Foreign {
@@ -477,6 +481,70 @@ func TestScan(t *testing.T) {
 	}
 	if ages["1h"] != 3 || ages["1d"] != 1 || ages["older"] != 1 {
 		t.Errorf("ages %v", ages)
+	}
+}
+
+// TestTrimStaleTemp: a trim removes the temporary files left by a crash,
+// a day old, in the objects' directories and in the legacy tmp, and leaves
+// fresh ones (being written); none is ever an object or foreign.
+func TestTrimStaleTemp(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w := openStore(t, dir, nil)
+	outs, _ := fill(t, w, 2, 100, func(int) time.Duration { return time.Hour })
+	closeStore(t, w)
+
+	shard := filepath.Dir(w.Path(outs[0]))
+	old := filepath.Join(shard, ".tmp-old")
+	trash := filepath.Join(shard, ".tmp-trim-old") // a crashed trim's
+	fresh := filepath.Join(shard, ".tmp-fresh")
+	legacy := filepath.Join(dir, "tmp", "output-old")
+	os.Mkdir(filepath.Dir(legacy), 0o755)
+	for _, p := range []string{old, trash, fresh, legacy} {
+		if err := os.WriteFile(p, []byte("partial"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	then := time.Now().Add(-staleTemp - time.Hour)
+	for _, p := range []string{old, trash, legacy} {
+		if err := os.Chtimes(p, then, then); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	u, err := Scan(ctx, dir, testLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Temp != (Count{4, 28}) || u.Foreign != (Count{}) || u.Total.Objects != 4 {
+		t.Errorf("Scan = %+v; want 4 temporary files, no foreign file, 4 objects", u)
+	}
+	if got, _ := TempFiles(dir); len(got) != 4 {
+		t.Errorf("TempFiles before the trim = %q, want 4 files", got)
+	}
+
+	s := openMaint(t, dir)
+	rep, err := s.Trim(ctx, Limits{MaxSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.TempFile != 3 || rep.Found.Objects != 4 || rep.Kept.Objects != 4 || rep.Removed().Objects != 0 {
+		t.Errorf("report %+v; want 3 temporary files removed, 4 objects found and kept", rep)
+	}
+	for _, p := range []string{old, trash, legacy} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stale temporary file %s not removed: %v", p, err)
+		}
+	}
+	if got, err := TempFiles(dir); err != nil || len(got) != 1 || got[0] != fresh {
+		t.Errorf("TempFiles after the trim = %q, %v; want only %s", got, err, fresh)
+	}
+	u, err = Scan(ctx, dir, testLinks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Temp != (Count{1, 7}) || u.Foreign != (Count{}) || u.Total.Objects != 4 {
+		t.Errorf("Scan after the trim = %+v; want 1 temporary file, no foreign file, 4 objects", u)
 	}
 }
 

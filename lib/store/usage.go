@@ -126,7 +126,7 @@ func Scan(ctx context.Context, dir string, links Links) (Usage, error) {
 	if !fi.IsDir() {
 		return Usage{}, &fs.PathError{Op: "scan", Path: dir, Err: fmt.Errorf("not a directory")}
 	}
-	sc, err := scanDir(ctx, dir, links)
+	sc, err := scanDir(ctx, dir, links, time.Time{})
 	if err != nil {
 		return Usage{}, err
 	}
