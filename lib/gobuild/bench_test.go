@@ -18,7 +18,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -247,11 +246,25 @@ func rssChild(t *testing.T, dir string) {
 		}
 	}
 
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	// The peak of this process image (VmHWM), not getrusage's ru_maxrss:
+	// that one keeps the peak from before exec, which for a forked test
+	// binary is its parent's RSS at the fork.
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
 		t.Fatal(err)
 	}
-	rep.MaxRSSKiB = ru.Maxrss
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatalf("VmHWM line %q: %v", line, err)
+			}
+			rep.MaxRSSKiB = kib
+		}
+	}
+	if rep.MaxRSSKiB == 0 {
+		t.Fatalf("no VmHWM in /proc/self/status")
+	}
 	data, _ := json.Marshal(rep)
 	fmt.Printf("%s%s\n", rssMarker, data)
 }

@@ -14,8 +14,9 @@ import (
 )
 
 // packBuild is one build's worth of actions and outputs: n outputs of
-// various sizes, the largest a little over a MiB, so that a pack of them
-// is read in several ranges.
+// various sizes, 10 MB for 80, so that a pack of them is read in several
+// ranges. (Not more: the in-memory bucket holds them all, and the tests
+// that measure a child's peak RSS run in the same process.)
 type packBuild struct {
 	aids  [][]byte
 	datas [][]byte
@@ -25,7 +26,7 @@ func newPackBuild(tag string, n int) packBuild {
 	var b packBuild
 	for i := range n {
 		b.aids = append(b.aids, actionID(fmt.Sprintf("%s %d", tag, i)))
-		size := 100 + (i*7919)%(1<<20) + (i%5)*300_000
+		size := 100 + (i*7919)%(1<<17) + (i%5)*30_000
 		b.datas = append(b.datas, bytes.Repeat([]byte{byte(i), byte(i >> 8), 'p'}, size/3))
 	}
 	return b
