@@ -367,7 +367,7 @@ func (h *s3Harness) testFaults(t *testing.T) {
 	}, {
 		name: "corrupt",
 		fault: func(prefix string) faultproxy.Fault {
-			return faultproxy.Fault{Mode: faultproxy.CorruptBody, Only: faultproxy.GetsOf(prefix + "/output/")}
+			return faultproxy.Fault{Mode: faultproxy.CorruptBody, Only: faultproxy.GetsOf(prefix+"/output/", prefix+"/pack/")}
 		},
 		check: func(t *testing.T, m metrics, compiles int) {
 			wantCompiles(t, compiles)
@@ -378,7 +378,7 @@ func (h *s3Harness) testFaults(t *testing.T) {
 	}, {
 		name: "truncate",
 		fault: func(prefix string) faultproxy.Fault {
-			return faultproxy.Fault{Mode: faultproxy.TruncateBody, Only: faultproxy.GetsOf(prefix + "/output/")}
+			return faultproxy.Fault{Mode: faultproxy.TruncateBody, Only: faultproxy.GetsOf(prefix+"/output/", prefix+"/pack/")}
 		},
 		check: func(t *testing.T, m metrics, compiles int) {
 			wantCompiles(t, compiles)

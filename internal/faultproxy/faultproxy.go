@@ -79,14 +79,19 @@ func (m Mode) String() string {
 type Filter func(*http.Request) bool
 
 // GetsOf returns a filter selecting GET requests for objects whose key
-// starts with keyPrefix. It assumes path-style requests, "/<bucket>/<key>".
-func GetsOf(keyPrefix string) Filter {
+// starts with one of keyPrefixes. It assumes path-style requests, "/<bucket>/<key>".
+func GetsOf(keyPrefixes ...string) Filter {
 	return func(r *http.Request) bool {
 		if r.Method != http.MethodGet {
 			return false
 		}
 		_, key, ok := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-		return ok && strings.HasPrefix(key, keyPrefix)
+		for _, p := range keyPrefixes {
+			if ok && strings.HasPrefix(key, p) {
+				return true
+			}
+		}
+		return false
 	}
 }
 
