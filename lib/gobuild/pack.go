@@ -39,8 +39,18 @@ const (
 	// packRangeSize is the length a prefetch aims for in each ranged
 	// read of a pack: long enough that requests cost little, short enough
 	// that the go command, waiting for one output, does not wait for
-	// many others, and that reads run in parallel.
-	packRangeSize = 8 << 20
+	// many others, and that reads run in parallel. The first reads of a
+	// pack are shorter (packFirstRange, doubling up to packRangeSize):
+	// the go command asks first for what they hold, and waits for it.
+	packRangeSize  = 8 << 20
+	packFirstRange = 1 << 20
+
+	// packReadConcurrency bounds the ranged reads of packs that one
+	// prefetch runs at once. A few streams move as many bytes as many
+	// (the work is on the CPU: hashing and writing files), and with few
+	// the reads end in the order the go command asks for their outputs;
+	// with many, each would crawl and the first outputs come last.
+	packReadConcurrency = 4
 
 	// packMaxGap is the longest run of unwanted bytes a ranged read
 	// reads through rather than starting another read.
@@ -161,8 +171,9 @@ type fetchJob struct {
 }
 
 // planFetches divides entries (in manifest order) into fetch jobs: the
-// packed outputs into ranged reads of their packs of about packRangeSize
-// bytes each (a read reads through gaps up to packMaxGap long), the others
+// packed outputs into ranged reads of their packs of up to packRangeSize
+// bytes each, the first ones shorter (a read reads through gaps up to
+// packMaxGap long), the others
 // one job each; jobs are in the order of their first entry in the
 // manifest. Without packs (usePacks false) every entry is a job of its own.
 func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
@@ -180,15 +191,26 @@ func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
 		jobs = append(jobs, fetchJob{first: i, entries: []manifestEntry{e}})
 	}
 	for _, list := range byPack {
-		slices.SortFunc(list, func(a, b pos) int { return cmp.Compare(a.e.offset, b.e.offset) })
+		// By offset, and an empty output before the one that starts
+		// where it is (a build has hundreds of actions with the empty
+		// output, all at one offset).
+		slices.SortFunc(list, func(a, b pos) int {
+			return cmp.Or(cmp.Compare(a.e.offset, b.e.offset), cmp.Compare(a.e.size, b.e.size))
+		})
 		var cur *fetchJob
 		var start, end int64
+		var last manifestEntry
+		size := int64(packFirstRange)
 		for _, p := range list {
 			e := p.e
-			if e.offset < end {
+			if e.offset < end && (e.out != last.out || e.offset != last.offset) {
 				continue // overlaps the previous output: a bad manifest
 			}
-			if cur == nil || e.offset-end > packMaxGap || e.offset+e.size-start > packRangeSize {
+			last = e
+			if cur == nil || e.offset-end > packMaxGap || e.offset+e.size-start > size {
+				if cur != nil {
+					size = min(2*size, packRangeSize)
+				}
 				jobs = append(jobs, fetchJob{first: p.i, packed: true})
 				cur = &jobs[len(jobs)-1]
 				start = e.offset
@@ -224,26 +246,39 @@ func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifes
 	if len(mine) == 0 {
 		return nil
 	}
-	objs := make([]store.Packed, len(mine))
+	// Several actions may have one output (the empty one, often): it is
+	// read once, for all of them.
+	var objs []store.Packed
+	var users [][]int // indexes in mine of the actions of each of objs
+	index := map[aid32]int{}
 	for i, e := range mine {
-		objs[i] = store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size, SHA256: e.out[:]}, Offset: e.offset}
+		k, ok := index[e.out]
+		if !ok {
+			k = len(objs)
+			index[e.out] = k
+			objs = append(objs, store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size, SHA256: e.out[:]}, Offset: e.offset})
+			users = append(users, nil)
+		}
+		users[k] = append(users[k], i)
 	}
 	b.m.packReads.Add(1)
-	b.h.Store.ReadPack(ctx, packName(job.entries[0].pack), objs, func(i int, obj store.Object, ok bool) {
-		e := mine[i]
-		if ok && ctx.Err() == nil {
-			rec := e.record()
-			rec.size = obj.Size
-			if _, err := b.h.Store.WriteBytes(ctx, actionKey(e.id[:]), rec.local()); err == nil {
-				b.m.packed.Add(1)
-				b.fetched(e.id, obj.Size)
-			} else {
-				ok = false
+	b.h.Store.ReadPack(ctx, packName(job.entries[0].pack), objs, func(k int, obj store.Object, ok bool) {
+		for _, i := range users[k] {
+			e, ok := mine[i], ok
+			if ok && ctx.Err() == nil {
+				rec := e.record()
+				rec.size = obj.Size
+				if _, err := b.h.Store.WriteBytes(ctx, actionKey(e.id[:]), rec.local()); err == nil {
+					b.m.packed.Add(1)
+					b.fetched(e.id, obj.Size)
+				} else {
+					ok = false
+				}
 			}
-		}
-		b.m.release(e.id, chans[i])
-		if !ok {
-			failed = append(failed, e)
+			b.m.release(e.id, chans[i])
+			if !ok {
+				failed = append(failed, e)
+			}
 		}
 	})
 	return failed

@@ -14,7 +14,7 @@ import (
 )
 
 // packBuild is one build's worth of actions and outputs: n outputs of
-// various sizes, 10 MB for 80, so that a pack of them is read in several
+// various sizes, one in ten empty, 10 MB for 80, so that a pack of them is read in several
 // ranges. (Not more: the in-memory bucket holds them all, and the tests
 // that measure a child's peak RSS run in the same process.)
 type packBuild struct {
@@ -27,6 +27,9 @@ func newPackBuild(tag string, n int) packBuild {
 	for i := range n {
 		b.aids = append(b.aids, actionID(fmt.Sprintf("%s %d", tag, i)))
 		size := 100 + (i*7919)%(1<<17) + (i%5)*30_000
+		if i%10 == 9 {
+			size = 0 // several actions with the empty output, as in real builds
+		}
 		b.datas = append(b.datas, bytes.Repeat([]byte{byte(i), byte(i >> 8), 'p'}, size/3))
 	}
 	return b
@@ -116,8 +119,12 @@ func TestPackWrittenAndRead(t *testing.T) {
 	if id := outputID(header); hex.EncodeToString(id) != packs[0] {
 		t.Errorf("pack named %s, but its header hashes to %x", packs[0], id)
 	}
-	if n := bytes.Count(header, []byte("\n")) - 2; n != len(pb.aids) {
-		t.Errorf("pack lists %d outputs, want %d", n, len(pb.aids))
+	distinct := map[string]bool{}
+	for _, d := range pb.datas {
+		distinct[string(d)] = true
+	}
+	if n := bytes.Count(header, []byte("\n")) - 2; n != len(distinct) {
+		t.Errorf("pack lists %d outputs, want the %d distinct ones", n, len(distinct))
 	}
 
 	// A cold worker reads the outputs from the pack, a few ranges in all.
@@ -177,7 +184,7 @@ func TestPackFaults(t *testing.T) {
 		{"one output changed", func(p []byte) []byte { p[len(p)/2] ^= 0xff; return p }, func(n int64) bool { return n == 79 }, 1},
 		{"cut short", func(p []byte) []byte { return p[:len(p)/2] }, func(n int64) bool { return n > 0 && n < 80 }, 1},
 		{"gone", func([]byte) []byte { return nil }, func(n int64) bool { return n == 0 }, 0},
-		{"garbage", func(p []byte) []byte { return bytes.Repeat([]byte("x"), len(p)) }, func(n int64) bool { return n == 0 }, 80},
+		{"garbage", func(p []byte) []byte { return bytes.Repeat([]byte("x"), len(p)) }, func(n int64) bool { return n == 8 }, 72}, // the empty output is still empty
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			remote := memremote.New()
@@ -192,8 +199,10 @@ func TestPackFaults(t *testing.T) {
 			pb.checkLocal(t, c)
 			s, ss := m.Stats(), c.Store.Stats()
 			t.Logf("prefetch %v; store %v", s, ss)
-			if !tc.wantPacked(s.Packed) || s.Prefetched != 80 {
-				t.Errorf("prefetched %d, %d from the pack; want all 80, some from the pack", s.Prefetched, s.Packed)
+			// (Fetched one by one, the actions of the empty output
+			// after the first are not counted: it is local.)
+			if !tc.wantPacked(s.Packed) || s.Prefetched < 73 {
+				t.Errorf("prefetched %d, %d from the pack; want all, some from the pack", s.Prefetched, s.Packed)
 			}
 			if ss.CorruptRemote != tc.corrupt {
 				t.Errorf("corrupt_remote = %d, want %d", ss.CorruptRemote, tc.corrupt)
@@ -276,14 +285,16 @@ func TestPlanFetches(t *testing.T) {
 		id[0] = byte(i)
 		return manifestEntry{id: id, out: id, size: size, packed: packed, pack: pack, offset: off}
 	}
-	const mb = 1 << 20
+	const kb, mb = 1 << 10, 1 << 20
 	entries := []manifestEntry{
-		e(0, 100, mb, true),
+		e(0, 100, 600*kb, true),
 		e(1, 0, 5, false),
-		e(2, 100+mb, 3*mb, true),
-		e(3, 100+4*mb, 5*mb, true),               // past packRangeSize with the two before: a new read
-		e(4, 100+9*mb+10+packMaxGap+1, 10, true), // past the gap: a new read
-		e(5, 100+9*mb, 10, true),                 // within the gap of 3
+		e(2, 100+600*kb, 300*kb, true),               // fits the first read, packFirstRange
+		e(3, 100+900*kb, 2*mb, true),                 // would not: a second read, of up to 2 MiB
+		e(4, 100+900*kb+2*mb, 0, true),               // empty outputs at the same offset as 5...
+		e(5, 100+900*kb+2*mb, 1*mb, true),            // ... come first: a third read, up to 4 MiB
+		e(6, 100+900*kb+2*mb, 0, true),               //
+		e(7, 100+900*kb+3*mb+packMaxGap+1, 10, true), // past the gap: a new read
 	}
 	jobs := planFetches(entries, true)
 	var got []string
@@ -294,8 +305,10 @@ func TestPlanFetches(t *testing.T) {
 		}
 		got = append(got, fmt.Sprintf("%v:%s", j.packed, strings.Join(ids, ",")))
 	}
-	want := []string{"true:0,2", "false:1", "true:3,5", "true:4"}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
+	// Entries 4 and 6 may come in either order.
+	want := []string{"true:0,2", "false:1", "true:3,4,6", "true:5", "true:7"}
+	alt := []string{"true:0,2", "false:1", "true:3,6,4", "true:5", "true:7"}
+	if fmt.Sprint(got) != fmt.Sprint(want) && fmt.Sprint(got) != fmt.Sprint(alt) {
 		t.Errorf("planFetches = %v, want %v", got, want)
 	}
 	if jobs := planFetches(entries, false); len(jobs) != len(entries) {

@@ -379,6 +379,7 @@ func (b *build) run(ctx context.Context) {
 	}
 	start := time.Now()
 	jobs := planFetches(entries, st.CanReadPacks())
+	packReads := make(chan struct{}, packReadConcurrency)
 	var next atomic.Int64
 	var stopped atomic.Bool
 	var wg sync.WaitGroup
@@ -397,7 +398,13 @@ func (b *build) run(ctx context.Context) {
 				if job.packed {
 					// What the pack did not deliver is fetched
 					// on its own.
+					select {
+					case packReads <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
 					job.entries = b.fetchPacked(ctx, job)
+					<-packReads
 				}
 				for _, e := range job.entries {
 					if ctx.Err() != nil {
