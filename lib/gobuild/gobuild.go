@@ -20,8 +20,10 @@
 // worker never finds an action whose output has not been written.
 //
 // With [Manifests], each build also keeps a manifest in the remote tier,
-// "manifest/<name>", listing the actions it asked for; a build that starts
-// prefetches what its manifest lists (see [Manifests]).
+// "manifest/<name>", listing the actions it asked for, and now and then
+// packs their outputs into one object, "pack/<xx>/<pack-id>"; a build that
+// starts prefetches what its manifest lists, from the packs where it can
+// (see [Manifests] and manifest.go for the formats).
 //
 // For the store's trimmer ([Links]), an action record goes with its output:
 // the output's last use is the record's, and a record whose output has

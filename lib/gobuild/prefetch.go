@@ -19,9 +19,11 @@ import (
 //
 // Each build (a protocol session) is wrapped by [Manifests.Begin]. At
 // start the build reads its manifests and, for each action listed that is
-// not complete in the local directory, fetches its output through the
-// store's single-flight fault-in and writes the action's record locally
-// from the manifest, in manifest order, Concurrency at a time. (An action
+// not complete in the local directory, fetches its output (with ranged
+// reads of its pack if the manifest places it in one, see pack.go; else
+// through the store's single-flight fault-in) and writes the action's
+// record locally from the manifest, in manifest order, Concurrency at a
+// time. (An action
 // listed without its output, or whose output is gone from the remote tier,
 // costs a second round trip: its record is fetched first.) It runs beside the build and never ahead
 // of it: the go command's requests are answered as they come, and one for
@@ -30,7 +32,8 @@ import (
 // the first remote failure that opens the store's breaker, and when the
 // build closes. At close, the build writes the actions it asked for, in
 // the order it first asked, to the first of its manifests: the most recent
-// build of a name wins.
+// build of a name wins. Before that it writes a pack of the listed outputs
+// that no pack holds, when they are enough (PackMinEntries).
 type Manifests struct {
 	Cache *Cache
 
