@@ -23,10 +23,10 @@ import (
 // reads of its pack if the manifest places it in one, see pack.go; else
 // through the store's single-flight fault-in) and writes the action's
 // record locally from the manifest, in manifest order, Concurrency at a
-// time. (An action
-// listed without its output, or whose output is gone from the remote tier,
-// costs a second round trip: its record is fetched first.) It runs beside the build and never ahead
-// of it: the go command's requests are answered as they come, and one for
+// time. (An action listed without its output, or whose output is gone from
+// the remote tier, costs a second round trip: its record is fetched
+// first.) It runs beside the build and never ahead of it: the go
+// command's requests are answered as they come, and one for
 // an action being prefetched waits for that fetch (and an action fetched
 // on demand is not fetched again by the prefetch). The prefetch stops at
 // the first remote failure that opens the store's breaker, and when the
