@@ -588,7 +588,14 @@ func (p *Proxy) copyBody(w *clientWriter, body io.Reader, sink func([]byte), hol
 			return n, tail, nil, nil
 		}
 		if err != nil {
-			if cause := context.Cause(ctx); cause != nil && cause != context.Canceled {
+			cause := context.Cause(ctx)
+			if cause == context.Canceled {
+				// The client's request ended (it went away): the
+				// read from the origin was cut for that, and may
+				// fail before a write to the client does.
+				return n, nil, nil, err
+			}
+			if cause != nil {
 				err = fmt.Errorf("%w (%v)", cause, err)
 			}
 			return n, nil, err, nil
