@@ -315,8 +315,9 @@ func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEnt
 }
 
 // sameEntries reports whether a and b, each without duplicate actions,
-// list the same actions with the same outputs in the same places. An entry without its output
-// (from a version 1 manifest) is never the same as one with it.
+// list the same actions with the same outputs in the same places. An entry
+// without its output (from a version 1 manifest) is never the same as one
+// with it.
 func sameEntries(a, b []manifestEntry) bool {
 	if len(a) != len(b) {
 		return false

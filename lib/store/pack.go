@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"time"
 )
 
 // Packs: many objects moved with one remote call.
@@ -278,7 +277,9 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 		fail()
 		return
 	}
-	body, err := getRangeWithDeadline(ctx, rr, name, start, n)
+	body, err := openWithin(ctx, transferTimeout(n), func(ctx context.Context) (io.ReadCloser, error) {
+		return rr.GetRange(ctx, name, start, n)
+	})
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
@@ -371,24 +372,4 @@ func (r *remoteTier) remoteRange() (RangeRemote, bool) {
 	}
 	rr, ok := r.remote.(RangeRemote)
 	return rr, ok
-}
-
-// getRangeWithDeadline is getWithDeadline for a range of a raw object: the
-// response must start within firstByteTimeout and the transfer end within
-// the transferTimeout of n bytes.
-func getRangeWithDeadline(ctx context.Context, rr RangeRemote, name string, off, n int64) (io.ReadCloser, error) {
-	ctx, cancelCause := context.WithCancelCause(ctx)
-	deadline := time.AfterFunc(transferTimeout(n), func() { cancelCause(context.DeadlineExceeded) })
-	cancel := func() { deadline.Stop(); cancelCause(nil) }
-	t := time.AfterFunc(firstByteTimeout, func() { cancelCause(errNoResponse) })
-	rc, err := rr.GetRange(ctx, name, off, n)
-	t.Stop()
-	if err != nil {
-		if context.Cause(ctx) == errNoResponse {
-			err = fmt.Errorf("%w: %v", errNoResponse, err)
-		}
-		cancel()
-		return nil, err
-	}
-	return cancelCloser{rc, cancel}, nil
 }

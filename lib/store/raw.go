@@ -149,11 +149,22 @@ func (s *Store) RemoteUsable() bool {
 
 // getRaw is getWithDeadline for a raw name.
 func getRaw(ctx context.Context, remote Remote, name string) (io.ReadCloser, error) {
-	ctx, cancelTimeout := context.WithTimeout(ctx, remoteTimeout)
+	return openWithin(ctx, remoteTimeout, func(ctx context.Context) (io.ReadCloser, error) {
+		rc, _, err := remote.Get(ctx, name)
+		return rc, err
+	})
+}
+
+// openWithin calls open with a context that ends timeout from now, or
+// firstByteTimeout from now if open has not returned by then (the error
+// then wraps errNoResponse). The returned reader's Close releases the
+// context.
+func openWithin(ctx context.Context, timeout time.Duration, open func(context.Context) (io.ReadCloser, error)) (io.ReadCloser, error) {
+	ctx, cancelTimeout := context.WithTimeout(ctx, timeout)
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	cancel := func() { cancelCause(nil); cancelTimeout() }
 	t := time.AfterFunc(firstByteTimeout, func() { cancelCause(errNoResponse) })
-	rc, _, err := remote.Get(ctx, name)
+	rc, err := open(ctx)
 	t.Stop()
 	if err != nil {
 		if context.Cause(ctx) == errNoResponse {
