@@ -118,6 +118,11 @@ func (k Key) valid() error {
 	if k.Kind == "" || strings.ContainsAny(k.Kind, `/\.`) {
 		return fmt.Errorf("invalid key kind %q", k.Kind)
 	}
+	if k.Kind == legacyTemp {
+		// Older versions wrote temporary files there, and every start
+		// cleans it: an object would be taken for one.
+		return fmt.Errorf("invalid key kind %q: reserved for temporary files", k.Kind)
+	}
 	if len(k.Name) < 2 {
 		return fmt.Errorf("invalid key name %q", k.Name)
 	}

@@ -321,6 +321,7 @@ func TestInvalidKeys(t *testing.T) {
 		{Kind: "output", Name: "ab/cd"},
 		{Kind: "output", Name: "../../etc"},
 		{Kind: "output", Name: "zz"},
+		{Kind: "tmp", Name: "abcd"}, // the legacy temporary directory
 	}
 	for _, key := range keys {
 		t.Run(fmt.Sprintf("%q/%q", key.Kind, key.Name), func(t *testing.T) {
