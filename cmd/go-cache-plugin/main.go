@@ -145,7 +145,8 @@ func logger(on bool) func(string, ...any) {
 // openStore opens the store described by cfg. A bucket that cannot be
 // used is reported on stderr and left out: the local cache still works.
 // The returned function waits for the background check of the bucket (it
-// stops when ctx ends) and must be called before exit.
+// stops when ctx ends) and must be called before exit. Temporary files
+// older than staleTemp, left by a process that died, are swept first.
 func openStore(ctx context.Context, cfg *config) (*store.Store, func(), error) {
 	opts := store.Options{
 		Dir:               cfg.CacheDir,
@@ -177,6 +178,7 @@ func openStore(ctx context.Context, cfg *config) (*store.Store, func(), error) {
 	st, err := store.Open(opts)
 	if err == nil {
 		logger(cfg.Verbose || cfg.announce)("%s", describeStore(cfg, st))
+		st.CleanTemp(staleTemp)
 	}
 	if err != nil || bucket == nil {
 		return st, func() {}, err
@@ -215,7 +217,6 @@ func runDirect(env *command.Env, cfg *config) error {
 		return err
 	}
 	defer stopCheck()
-	st.CleanTemp(staleTemp)
 	cache := &gobuild.Cache{
 		Store:         st,
 		MinUploadSize: cfg.MinUploadSize,

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,18 +20,7 @@ import (
 // parsePrefetch finds the last --metrics prefetch line in out.
 func parsePrefetch(t *testing.T, out string) metrics {
 	t.Helper()
-	const marker = "go-cache-plugin: prefetch "
-	i := strings.LastIndex(out, marker)
-	if i < 0 {
-		t.Fatalf("no prefetch metrics in the output:\n%s", out)
-	}
-	line, _, _ := strings.Cut(out[i+len(marker):], "\n")
-	m := metrics{}
-	for _, f := range strings.Fields(line) {
-		k, v, _ := strings.Cut(f, "=")
-		m[k] = v
-	}
-	return m
+	return parseMetricsLine(t, out, "go-cache-plugin: prefetch ")
 }
 
 // getObject returns the bucket's object at key, or nil if there is none.

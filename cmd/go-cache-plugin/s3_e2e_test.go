@@ -109,19 +109,26 @@ type metrics map[string]string
 // parseMetrics finds the last --metrics store line in out.
 func parseMetrics(t *testing.T, out string) metrics {
 	t.Helper()
-	const marker = "go-cache-plugin: store "
+	m := parseMetricsLine(t, out, "go-cache-plugin: store ")
+	if _, ok := m["remote_hits"]; !ok {
+		t.Fatalf("metrics without a remote tier: %s", m)
+	}
+	return m
+}
+
+// parseMetricsLine parses the key=value pairs of the last line of out
+// that starts with marker.
+func parseMetricsLine(t *testing.T, out, marker string) metrics {
+	t.Helper()
 	i := strings.LastIndex(out, marker)
 	if i < 0 {
-		t.Fatalf("no metrics in the output:\n%s", out)
+		t.Fatalf("no %q line in the output:\n%s", marker, out)
 	}
 	line, _, _ := strings.Cut(out[i+len(marker):], "\n")
 	m := metrics{}
 	for _, f := range strings.Fields(line) {
 		k, v, _ := strings.Cut(f, "=")
 		m[k] = v
-	}
-	if _, ok := m["remote_hits"]; !ok {
-		t.Fatalf("metrics without a remote tier: %s", line)
 	}
 	return m
 }

@@ -182,7 +182,6 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		return err
 	}
 	defer stopCheck()
-	st.CleanTemp(staleTemp)
 	cache := &gobuild.Cache{
 		Store:         st,
 		MinUploadSize: cfg.MinUploadSize,
