@@ -441,12 +441,10 @@ func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
 	}()
 
 	var h hash.Hash
-	w := io.Writer(f)
 	if check.SHA256 != nil {
 		h = sha256.New()
-		w = io.MultiWriter(f, h)
 	}
-	n, err := io.Copy(w, r)
+	n, err := copyHashing(f, h, r)
 	if err != nil {
 		return Object{}, fmt.Errorf("write %s: %w", key, err)
 	}
@@ -474,6 +472,51 @@ func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
 	ok = true
 	s.wrote(n)
 	return Object{Path: path, Size: n, ModTime: time.Now()}, nil
+}
+
+// copyBufferSize is the size of the buffers [copyHashing] reads into.
+// Most build outputs fit in one, so each is written with a single write
+// call, which lets the kernel put it in the page cache in large pieces;
+// with small writes, page cache bookkeeping is a large part of the cost
+// of faulting in a cold build's outputs.
+const copyBufferSize = 1 << 20
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
+
+// copyHashing copies r to f until r ends, adding what it copies to h if h
+// is not nil, and returns the number of bytes copied. An error from r is
+// returned as it is, an error from f wrapped.
+func copyHashing(f *os.File, h hash.Hash, r io.Reader) (int64, error) {
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	var n int64
+	for {
+		// Fill the buffer, so that a stream that arrives in small reads
+		// is still written in large pieces.
+		k := 0
+		var err error
+		for k < len(buf) && err == nil {
+			var m int
+			m, err = r.Read(buf[k:])
+			k += m
+		}
+		if k > 0 {
+			if h != nil {
+				h.Write(buf[:k])
+			}
+			if _, werr := f.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
 }
 
 // errMismatch marks content that failed its [Check].

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,7 +20,7 @@ import (
 
 // openStore opens a store on a fresh directory (or dir, if given) and
 // routes its log to t.
-func openStore(t *testing.T, dir string, remote Remote) *Store {
+func openStore(t testing.TB, dir string, remote Remote) *Store {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -181,6 +182,50 @@ func TestWriteReaderError(t *testing.T) {
 	_, err := s.Write(context.Background(), key, &errAfter{data: data[:4], err: boom}, check)
 	if !errors.Is(err, boom) {
 		t.Fatalf("Write err = %v, want %v", err, boom)
+	}
+	checkAbsent(t, s, key)
+	checkNoTemp(t, s)
+}
+
+// chunkReader yields its data n bytes at a time at most.
+type chunkReader struct {
+	data []byte
+	n    int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	k := copy(p[:min(len(p), r.n)], r.data)
+	r.data = r.data[k:]
+	return k, nil
+}
+
+// TestWriteLargeInSmallReads writes an object of several copy buffers that
+// arrives in small reads of a size that does not divide the buffer's, and
+// one whose stream ends with io.ErrUnexpectedEOF, which is a failed read,
+// not the end of the object.
+func TestWriteLargeInSmallReads(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, "", nil)
+	data := make([]byte, 2*copyBufferSize+copyBufferSize/2+3)
+	for i := range data {
+		data[i] = byte(i * 7 / 5)
+	}
+	key, check := contentKey("output", data)
+	obj, err := s.Write(ctx, key, &chunkReader{data: data, n: 7919}, check)
+	if err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	if got := readFile(t, obj.Path); !bytes.Equal(got, data) {
+		t.Errorf("stored %d bytes, want the %d written", len(got), len(data))
+	}
+
+	s = openStore(t, "", nil)
+	_, err = s.Write(ctx, key, io.MultiReader(bytes.NewReader(data[:copyBufferSize+5]), &errAfter{err: io.ErrUnexpectedEOF}), Check{})
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Write of a stream that fails = %v, want %v", err, io.ErrUnexpectedEOF)
 	}
 	checkAbsent(t, s, key)
 	checkNoTemp(t, s)
@@ -544,4 +589,21 @@ func TestTwoStoresOneDir(t *testing.T) {
 		t.Fatal("want two stores on one directory")
 	}
 	hammer(t, []*Store{a, b}, 8, 12)
+}
+
+// BenchmarkWrite writes objects of a typical build output's size, checked
+// against their SHA-256, as a fault-in from a remote stream does.
+func BenchmarkWrite(b *testing.B) {
+	ctx := context.Background()
+	s := openStore(b, "", nil)
+	defer s.Close(ctx)
+	data := make([]byte, 400<<10)
+	b.SetBytes(int64(len(data)))
+	for i := 0; b.Loop(); i++ {
+		binary.LittleEndian.PutUint64(data, uint64(i))
+		key, check := contentKey("output", data)
+		if _, err := s.Write(ctx, key, &chunkReader{data: data, n: 64 << 10}, check); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
