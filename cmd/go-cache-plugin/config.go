@@ -41,6 +41,7 @@ type config struct {
 	Manifest string
 	Prefetch int
 	PackMin  int
+	Compress bool
 
 	envErrs []error // environment variables that did not parse
 

@@ -29,6 +29,7 @@ var manifestEnv = []envVar{
 	{"manifest", "GOCACHE_MANIFEST"},
 	{"prefetch", "GOCACHE_PREFETCH"},
 	{"pack-min", "GOCACHE_PACK_MIN"},
+	{"compress", "GOCACHE_COMPRESS"},
 }
 
 // defaultPrefetch is the default of --prefetch.
@@ -41,6 +42,8 @@ func (c *config) bindManifest(fs *flag.FlagSet) {
 	fs.IntVar(&c.Prefetch, "prefetch", defaultPrefetch, "with a manifest: how many objects (or ranged reads of packs) to prefetch at once (0: none, but still write the manifest)")
 	fs.IntVar(&c.PackMin, "pack-min", gobuild.DefaultPackMinEntries, "with a manifest: at close, pack the listed outputs that no pack holds into one bucket object, for a cold worker to read in a few requests, "+
 		"when they are at least this many and a quarter of the listed bytes (0: write no packs; packs are still read)")
+	fs.BoolVar(&c.Compress, "compress", false, "with a manifest: write packs compressed (zstd), about a quarter of the bytes for a cold worker to read, for some CPU to decode them; "+
+		"for workers whose link to the bucket is slower than about 2 Gbit/s. The manifests then need readers of this version or later; objects under their own keys are never compressed")
 }
 
 // checkManifest reports manifest settings that are out of range.
@@ -224,7 +227,7 @@ func modulePath(gomod []byte) string {
 
 // newManifests returns the manifests of the cache, as cfg sets them.
 func newManifests(cfg *config, cache *gobuild.Cache) *gobuild.Manifests {
-	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, PackMinEntries: cfg.PackMin, Logf: logger(cfg.Verbose)}
+	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, PackMinEntries: cfg.PackMin, Compress: cfg.Compress, Logf: logger(cfg.Verbose)}
 }
 
 // registerPrefetchMetrics adds gocacheplugin_prefetch_* counters to reg.

@@ -30,6 +30,12 @@ import (
 // MaxManifestEntries). An action whose output is in a pack gives the
 // pack's number in the list (from 0) and the offset of the output in it.
 //
+// A manifest that lists a compressed pack is of version 4, so that readers
+// that know only version 3 leave it alone (a build writes version 3 when
+// it lists no compressed pack). Its pack lines may end in " zstd", and the
+// location of an output in such a pack is "<pack>@<offset>+<length>": the
+// output is the zstd frame of that length at that offset.
+//
 // With the output listed, a prefetch fetches the output alone, in one
 // round trip, or a whole run of outputs with one ranged read of their pack,
 // and writes the action's record locally from the manifest; the action
@@ -46,12 +52,23 @@ import (
 //	the outputs' bytes, back to back, in the order listed
 //
 // where <pack-id> is the SHA-256 of everything before the outputs' bytes,
-// which names them all: a pack's contents never change. Every output read
-// from a pack is verified against its output ID before it is installed.
+// which names them all: a pack's contents never change. A compressed pack
+// (written with [Manifests.Compress]) is
+//
+//	go-cache-plugin pack 2 zstd
+//	<output-id> <size> <length>
+//	...
+//	(an empty line)
+//	the outputs' zstd frames, back to back, in the order listed
+//
+// with one frame of the given length per output (none for an empty one).
+// Every output read from a pack is verified against its output ID before
+// it is installed.
 
 // manifestHeader is the first line of a manifest; manifestHeaderV1 that
 // of a version 1 manifest.
 const (
+	manifestHeaderV4 = "go-cache-plugin manifest 4\n"
 	manifestHeader   = "go-cache-plugin manifest 3\n"
 	manifestHeaderV2 = "go-cache-plugin manifest 2\n"
 	manifestHeaderV1 = "go-cache-plugin manifest 1\n"
@@ -66,11 +83,15 @@ const MaxManifestPacks = 256
 const MaxManifestEntries = 50_000
 
 // maxManifestLine is the length of the longest manifest line: two IDs,
-// two 19-digit numbers and a pack location.
-const maxManifestLine = 2*(2*cacheprog.IDSize) + 2*19 + 4 + 3 + 1 + 19 + 1
+// two 19-digit numbers and a pack location with a length.
+const maxManifestLine = 2*(2*cacheprog.IDSize) + 2*19 + 4 + 3 + 1 + 19 + 1 + 19 + 1
 
 // maxManifestSize bounds the size of a manifest.
-const maxManifestSize = int64(len(manifestHeader)) + MaxManifestPacks*(5+2*cacheprog.IDSize+1) + MaxManifestEntries*maxManifestLine
+const maxManifestSize = int64(len(manifestHeader)) + MaxManifestPacks*(5+2*cacheprog.IDSize+5+1) + MaxManifestEntries*maxManifestLine
+
+// zstdSuffix ends the line of a compressed pack in a manifest (5 bytes,
+// counted in maxManifestSize).
+const zstdSuffix = " zstd"
 
 // ManifestKind is the prefix of manifests in the remote tier.
 const ManifestKind = "manifest"
@@ -91,6 +112,16 @@ type manifestEntry struct {
 	packed bool  // the output is in a pack:
 	pack   aid32 // that pack's ID
 	offset int64 // and where the output starts in it
+	zstd   bool  // the pack is compressed:
+	stored int64 // and the output is the zstd frame of this length
+}
+
+// packedLen returns the number of bytes the output takes in its pack.
+func (e manifestEntry) packedLen() int64 {
+	if e.zstd {
+		return e.stored
+	}
+	return e.size
 }
 
 // hasOutput reports whether the entry lists the action's output.
@@ -113,6 +144,10 @@ func encodeManifest(entries []manifestEntry) []byte {
 			packs[e.pack] = len(packs)
 			buf = append(buf, "pack "...)
 			buf = hex.AppendEncode(buf, e.pack[:])
+			if e.zstd {
+				buf = append(buf, zstdSuffix...)
+				copy(buf, manifestHeaderV4) // as long as manifestHeader
+			}
 			buf = append(buf, '\n')
 		}
 	}
@@ -130,6 +165,10 @@ func encodeManifest(entries []manifestEntry) []byte {
 				buf = strconv.AppendInt(buf, int64(n), 10)
 				buf = append(buf, '@')
 				buf = strconv.AppendInt(buf, e.offset, 10)
+				if e.zstd {
+					buf = append(buf, '+')
+					buf = strconv.AppendInt(buf, e.stored, 10)
+				}
 			}
 		}
 		buf = append(buf, '\n')
@@ -139,7 +178,11 @@ func encodeManifest(entries []manifestEntry) []byte {
 
 // decodeManifest parses a manifest of any version.
 func decodeManifest(data []byte) ([]manifestEntry, error) {
-	rest, ok := bytes.CutPrefix(data, []byte(manifestHeader))
+	rest, v4 := bytes.CutPrefix(data, []byte(manifestHeaderV4))
+	ok := v4
+	if !ok {
+		rest, ok = bytes.CutPrefix(data, []byte(manifestHeader))
+	}
 	if !ok {
 		rest, ok = bytes.CutPrefix(data, []byte(manifestHeaderV2))
 	}
@@ -151,7 +194,7 @@ func decodeManifest(data []byte) ([]manifestEntry, error) {
 	if len(rest) > 0 && rest[len(rest)-1] != '\n' {
 		return nil, errors.New("manifest: last line not ended")
 	}
-	var packs []aid32
+	var packs []manifestPack
 	var entries []manifestEntry
 	for n := 2; len(rest) > 0; n++ {
 		var line []byte
@@ -163,11 +206,14 @@ func decodeManifest(data []byte) ([]manifestEntry, error) {
 			if len(packs) == MaxManifestPacks {
 				return nil, fmt.Errorf("manifest: more than %d packs", MaxManifestPacks)
 			}
-			var id aid32
-			if err := decodeID(id[:], p); err != nil {
+			var mp manifestPack
+			if v4 {
+				p, mp.zstd = bytes.CutSuffix(p, []byte(zstdSuffix))
+			}
+			if err := decodeID(mp.id[:], p); err != nil {
 				return nil, fmt.Errorf("manifest line %d: pack ID: %w", n, err)
 			}
-			packs = append(packs, id)
+			packs = append(packs, mp)
 			continue
 		}
 		if len(entries) == MaxManifestEntries {
@@ -182,9 +228,15 @@ func decodeManifest(data []byte) ([]manifestEntry, error) {
 	return entries, nil
 }
 
+// A manifestPack is a pack a manifest lists.
+type manifestPack struct {
+	id   aid32
+	zstd bool // a compressed pack
+}
+
 // parseManifestLine parses one action's line of a manifest, without its
 // newline, whose packs are packs.
-func parseManifestLine(line []byte, packs []aid32) (manifestEntry, error) {
+func parseManifestLine(line []byte, packs []manifestPack) (manifestEntry, error) {
 	e := manifestEntry{size: -1}
 	id, rest, more := bytes.Cut(line, []byte{' '})
 	if err := decodeID(e.id[:], id); err != nil {
@@ -211,15 +263,27 @@ func parseManifestLine(line []byte, packs []aid32) (manifestEntry, error) {
 	e.size, e.nanos = size, nanos
 	if len(f) == 4 {
 		p, o, ok := bytes.Cut(f[3], []byte{'@'})
+		o, l, framed := bytes.Cut(o, []byte{'+'})
 		pack, err1 := strconv.Atoi(string(p))
 		off, err2 := strconv.ParseInt(string(o), 10, 64)
+		stored := int64(-1)
+		if framed {
+			if n, err := strconv.ParseInt(string(l), 10, 64); err == nil {
+				stored = n
+			}
+		}
 		switch {
-		case !ok || err1 != nil || err2 != nil || off < 0:
+		case !ok || err1 != nil || err2 != nil || off < 0 || framed && stored < 0:
 			return e, fmt.Errorf("bad pack location %.40q", f[3])
 		case pack < 0 || pack >= len(packs):
 			return e, fmt.Errorf("pack %d not listed", pack)
+		case framed != packs[pack].zstd:
+			return e, fmt.Errorf("pack location %.40q: a length is given for outputs of compressed packs, and only for them", f[3])
 		}
-		e.packed, e.pack, e.offset = true, packs[pack], off
+		e.packed, e.pack, e.offset = true, packs[pack].id, off
+		if framed {
+			e.zstd, e.stored = true, stored
+		}
 	}
 	return e, nil
 }

@@ -82,6 +82,56 @@ func TestManifestVersion1(t *testing.T) {
 	}
 }
 
+// TestManifestCompressedPacks: a manifest listing a compressed pack is of
+// version 4 and gives the length of each output's frame; one without is
+// still of version 3, for older readers.
+func TestManifestCompressedPacks(t *testing.T) {
+	entries := testEntries(7)
+	for i := range entries {
+		if entries[i].hasOutput() {
+			entries[i].packed, entries[i].offset = true, int64(100*i)
+			entries[i].pack[0] = byte(i % 2)
+		}
+	}
+	if data := encodeManifest(entries); !bytes.HasPrefix(data, []byte(manifestHeader)) {
+		t.Errorf("manifest without compressed packs starts %.30q, want version 3", data)
+	}
+	for i := range entries {
+		if entries[i].hasOutput() && entries[i].pack[0] == 1 {
+			entries[i].zstd, entries[i].stored = true, int64(10*i)
+		}
+	}
+	data := encodeManifest(entries)
+	if !bytes.HasPrefix(data, []byte(manifestHeaderV4)) || bytes.Count(data, []byte(" zstd\n")) != 1 || bytes.Count(data, []byte("+")) != 2 {
+		t.Fatalf("manifest with a compressed pack:\n%s", data)
+	}
+	got, err := decodeManifest(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range entries {
+		if got[i] != entries[i] {
+			t.Errorf("entry %d: got %+v, want %+v", i, got[i], entries[i])
+		}
+	}
+
+	id := strings.Repeat("ab", 32)
+	line := fmt.Sprintf("%x %x 1 2 ", sha256.Sum256(nil), sha256.Sum256(nil))
+	for _, bad := range []struct{ data, want string }{
+		{manifestHeaderV4 + "pack " + id + " zstd\n" + line + "0@5\n", "a length is given"},
+		{manifestHeaderV4 + "pack " + id + "\n" + line + "0@5+3\n", "a length is given"},
+		{manifestHeaderV4 + "pack " + id + " zstd\n" + line + "0@5+x\n", "bad pack location"},
+		{manifestHeaderV4 + "pack " + id + " zstd\n" + line + "0@5+-1\n", "bad pack location"},
+		{manifestHeader + "pack " + id + " zstd\n", "pack ID: 69 hex digits"},
+		{manifestHeaderV4 + "pack " + id + " gzip\n", "pack ID: 69 hex digits"},
+	} {
+		_, err := decodeManifest([]byte(bad.data))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("decodeManifest(%.200q) = %v, want an error containing %q", bad.data, err, bad.want)
+		}
+	}
+}
+
 func TestManifestMalformed(t *testing.T) {
 	data := encodeManifest(testEntries(4))
 	line := fmt.Sprintf("%x %x", sha256.Sum256(nil), sha256.Sum256(nil))
@@ -119,6 +169,8 @@ func TestManifestBounded(t *testing.T) {
 		entries[i].packed = true
 		entries[i].pack[0] = byte(min(i, MaxManifestPacks-1)) // the last pack is 255
 		entries[i].offset = 1<<63 - 1
+		entries[i].zstd = true // the longest lines: with a frame length
+		entries[i].stored = 1<<63 - 1
 	}
 	data := encodeManifest(entries)
 	if n := bytes.Count(data, []byte("\npack ")); n != MaxManifestPacks {

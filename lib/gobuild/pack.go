@@ -66,17 +66,29 @@ func packName(id aid32) string {
 	return PackKind + "/" + h[:2] + "/" + h
 }
 
-const packHeaderLine = "go-cache-plugin pack 1\n"
+const (
+	packHeaderLine     = "go-cache-plugin pack 1\n"
+	zstdPackHeaderLine = "go-cache-plugin pack 2 zstd\n"
+)
 
 // packHeader returns the header of a pack of the outputs of entries, in
-// order, and the pack's ID.
-func packHeader(entries []manifestEntry) ([]byte, aid32) {
-	buf := make([]byte, 0, len(packHeaderLine)+len(entries)*(2*len(aid32{})+12)+1)
-	buf = append(buf, packHeaderLine...)
-	for _, e := range entries {
+// order, and the pack's ID. If stored is not nil, the pack is compressed,
+// and stored gives the length of each output's frame.
+func packHeader(entries []manifestEntry, stored []int64) ([]byte, aid32) {
+	first := packHeaderLine
+	if stored != nil {
+		first = zstdPackHeaderLine
+	}
+	buf := make([]byte, 0, len(first)+len(entries)*(2*len(aid32{})+24)+1)
+	buf = append(buf, first...)
+	for i, e := range entries {
 		buf = hex.AppendEncode(buf, e.out[:])
 		buf = append(buf, ' ')
 		buf = strconv.AppendInt(buf, e.size, 10)
+		if stored != nil {
+			buf = append(buf, ' ')
+			buf = strconv.AppendInt(buf, stored[i], 10)
+		}
 		buf = append(buf, '\n')
 	}
 	buf = append(buf, '\n')
@@ -90,9 +102,9 @@ func locatePacked(entries []manifestEntry, located map[aid32]manifestEntry) (unp
 	for i := range entries {
 		e := &entries[i]
 		if l, ok := located[e.out]; ok && l.size == e.size {
-			e.packed, e.pack, e.offset = true, l.pack, l.offset
+			e.packed, e.pack, e.offset, e.zstd, e.stored = true, l.pack, l.offset, l.zstd, l.stored
 		} else {
-			e.packed = false
+			e.packed, e.zstd = false, false
 			unpacked += e.size
 		}
 	}
@@ -136,27 +148,56 @@ func (b *build) writePack(ctx context.Context, entries []manifestEntry) bool {
 	if len(list) == 0 {
 		return false
 	}
-	header, id := packHeader(list)
 	objs := make([]store.Packed, len(list))
-	off := int64(len(header))
-	where := map[aid32]int64{}
 	for i, e := range list {
-		objs[i] = store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size}, Offset: off}
-		where[e.out] = off
-		off += e.size
+		objs[i] = store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size}}
+	}
+	var body *store.CompressedBody
+	var stored []int64
+	if b.m.Compress {
+		var err error
+		if body, err = st.CompressPack(ctx, objs); err != nil {
+			b.m.logf("pack: not written: %v", err)
+			return false
+		}
+		defer body.Close()
+		stored = body.Stored
+	}
+	header, id := packHeader(list, stored)
+	off := int64(len(header))
+	where := map[aid32]manifestEntry{} // where each output is in the pack
+	for i, e := range list {
+		objs[i].Offset = off
+		l := manifestEntry{offset: off, size: e.size}
+		if stored != nil {
+			objs[i].Zstd, objs[i].Stored = true, stored[i]
+			l.zstd, l.stored = true, stored[i]
+		}
+		where[e.out] = l
+		off += l.packedLen()
 	}
 	name := packName(id)
-	if err := st.WritePack(ctx, name, header, objs); err != nil {
+	var err error
+	if body != nil {
+		err = st.WriteCompressedPack(ctx, name, header, body)
+	} else {
+		err = st.WritePack(ctx, name, header, objs)
+	}
+	if err != nil {
 		b.m.logf("pack %s: not written: %v", name, err)
 		return false
 	}
 	b.m.packsWritten.Add(1)
 	b.m.packBytesWritten.Add(off)
-	b.m.logf("pack %s: wrote %d outputs, %d bytes", name, len(list), off)
+	if body != nil {
+		b.m.logf("pack %s: wrote %d outputs, %d bytes compressed to %d", name, len(list), size, off)
+	} else {
+		b.m.logf("pack %s: wrote %d outputs, %d bytes", name, len(list), off)
+	}
 	for i := range entries {
 		e := &entries[i]
-		if o, ok := where[e.out]; ok && !e.packed {
-			e.packed, e.pack, e.offset = true, id, o
+		if l, ok := where[e.out]; ok && !e.packed {
+			e.packed, e.pack, e.offset, e.zstd, e.stored = true, id, l.offset, l.zstd, l.stored
 		}
 	}
 	return true
@@ -195,7 +236,7 @@ func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
 		// where it is (a build has hundreds of actions with the empty
 		// output, all at one offset).
 		slices.SortFunc(list, func(a, b pos) int {
-			return cmp.Or(cmp.Compare(a.e.offset, b.e.offset), cmp.Compare(a.e.size, b.e.size))
+			return cmp.Or(cmp.Compare(a.e.offset, b.e.offset), cmp.Compare(a.e.packedLen(), b.e.packedLen()))
 		})
 		var cur *fetchJob
 		var start, end int64
@@ -207,7 +248,7 @@ func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
 				continue // overlaps the previous output: a bad manifest
 			}
 			last = e
-			if cur == nil || e.offset-end > packMaxGap || e.offset+e.size-start > size {
+			if cur == nil || e.offset-end > packMaxGap || e.offset+e.packedLen()-start > size {
 				if cur != nil {
 					size = min(2*size, packRangeSize)
 				}
@@ -217,7 +258,7 @@ func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
 			}
 			cur.entries = append(cur.entries, e)
 			cur.first = min(cur.first, p.i)
-			end = e.offset + e.size
+			end = e.offset + e.packedLen()
 		}
 	}
 	slices.SortStableFunc(jobs, func(a, b fetchJob) int { return cmp.Compare(a.first, b.first) })
@@ -256,7 +297,8 @@ func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifes
 		if !ok {
 			k = len(objs)
 			index[e.out] = k
-			objs = append(objs, store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size, SHA256: e.out[:]}, Offset: e.offset})
+			objs = append(objs, store.Packed{Key: outputKey(e.out[:]), Check: store.Check{Size: e.size, SHA256: e.out[:]},
+				Offset: e.offset, Zstd: e.zstd, Stored: e.stored})
 			users = append(users, nil)
 		}
 		users[k] = append(users[k], i)

@@ -18,8 +18,9 @@ import (
 // ranges. (Not more: the in-memory bucket holds them all, and the tests
 // that measure a child's peak RSS run in the same process.)
 type packBuild struct {
-	aids  [][]byte
-	datas [][]byte
+	aids     [][]byte
+	datas    [][]byte
+	compress bool // write compressed packs
 }
 
 func newPackBuild(tag string, n int) packBuild {
@@ -41,7 +42,7 @@ func newPackBuild(tag string, n int) packBuild {
 func (pb packBuild) run(t *testing.T, remote store.Remote, packMin int) (*Cache, *Manifests) {
 	t.Helper()
 	c := newCache(t, remote)
-	m := &Manifests{Cache: c, Concurrency: 4, PackMinEntries: packMin, Logf: t.Logf}
+	m := &Manifests{Cache: c, Concurrency: 4, PackMinEntries: packMin, Compress: pb.compress, Logf: t.Logf}
 	h := m.Begin(t.Context(), c, []string{"m"})
 	// Wait for the prefetch to end before the build asks, so that what
 	// it fetched is known; a build that asks at once is the go command's
@@ -93,15 +94,21 @@ func packsIn(t *testing.T, remote *memremote.Remote) []string {
 	var packs []string
 	for line := range strings.Lines(string(data)) {
 		if id, ok := strings.CutPrefix(line, "pack "); ok {
-			packs = append(packs, strings.TrimSpace(id))
+			packs = append(packs, strings.Fields(id)[0])
 		}
 	}
 	return packs
 }
 
 func TestPackWrittenAndRead(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { testPackWrittenAndRead(t, false) })
+	t.Run("compressed", func(t *testing.T) { testPackWrittenAndRead(t, true) })
+}
+
+func testPackWrittenAndRead(t *testing.T, compress bool) {
 	remote := memremote.New()
 	pb := newPackBuild("a", 80)
+	pb.compress = compress
 	_, m := pb.run(t, remote, 64)
 	if s := m.Stats(); s.PacksWritten != 1 || s.ManifestsWritten != 1 {
 		t.Fatalf("first build: %v; want a pack and a manifest written", s)
@@ -126,6 +133,15 @@ func TestPackWrittenAndRead(t *testing.T) {
 	if n := bytes.Count(header, []byte("\n")) - 2; n != len(distinct) {
 		t.Errorf("pack lists %d outputs, want the %d distinct ones", n, len(distinct))
 	}
+	var raw int
+	for d := range distinct {
+		raw += len(d)
+	}
+	manifest, _ := remote.Object(ManifestKey("m"))
+	version, _, _ := bytes.Cut(manifest, []byte("\n"))
+	if body := len(pack) - len(header); compress != (body < raw/4) || compress != (string(version) == "go-cache-plugin manifest 4") {
+		t.Errorf("compress %v: pack holds %d bytes of outputs of %d, manifest %q", compress, body, raw, version)
+	}
 
 	// A cold worker reads the outputs from the pack, a few ranges in all.
 	gets0, ranges0 := remote.Calls()
@@ -145,7 +161,7 @@ func TestPackWrittenAndRead(t *testing.T) {
 	if s.Packed != int64(len(pb.aids)) || s.Prefetched != s.Packed || s.Records != 0 {
 		t.Errorf("prefetch %v; want every output from the pack", s)
 	}
-	if gets != 1 || ranges > total/packRangeSize+3 || ranges != int(s.PackReads) {
+	if gets != 1 || ranges > len(pack)/packRangeSize+3 || ranges != int(s.PackReads) {
 		t.Errorf("prefetch made %d gets and %d ranged reads; want the manifest and about one read per %d bytes", gets, ranges, packRangeSize)
 	}
 	if err := h.Close(t.Context()); err != nil {
@@ -171,6 +187,12 @@ func tamper(t *testing.T, remote *memremote.Remote, f func(pack []byte) []byte) 
 	}
 }
 
+// middle returns the offset of the middle of the outputs in pack p.
+func middle(p []byte) int {
+	h := bytes.Index(p, []byte("\n\n")) + 2
+	return h + (len(p)-h)/2
+}
+
 // TestPackFaults: a pack that holds other bytes, is cut short or is gone
 // delivers what it can; the rest is fetched one output at a time, and no
 // output is installed that is not what its action says.
@@ -181,37 +203,40 @@ func TestPackFaults(t *testing.T) {
 		wantPacked func(n int64) bool
 		corrupt    int64
 	}{
-		{"one output changed", func(p []byte) []byte { p[len(p)/2] ^= 0xff; return p }, func(n int64) bool { return n == 79 }, 1},
-		{"cut short", func(p []byte) []byte { return p[:len(p)/2] }, func(n int64) bool { return n > 0 && n < 80 }, 1},
+		{"one output changed", func(p []byte) []byte { p[middle(p)] ^= 0xff; return p }, func(n int64) bool { return n == 79 }, 1},
+		{"cut short", func(p []byte) []byte { return p[:middle(p)] }, func(n int64) bool { return n > 0 && n < 80 }, 1},
 		{"gone", func([]byte) []byte { return nil }, func(n int64) bool { return n == 0 }, 0},
 		{"garbage", func(p []byte) []byte { return bytes.Repeat([]byte("x"), len(p)) }, func(n int64) bool { return n == 8 }, 72}, // the empty output is still empty
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			remote := memremote.New()
-			pb := newPackBuild("f", 80)
-			pb.run(t, remote, 64)
-			tamper(t, remote, tc.tamper)
+		for _, compress := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/compress=%v", tc.name, compress), func(t *testing.T) {
+				remote := memremote.New()
+				pb := newPackBuild("f", 80)
+				pb.compress = compress
+				pb.run(t, remote, 64)
+				tamper(t, remote, tc.tamper)
 
-			c := newCache(t, remote)
-			m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
-			h := m.Begin(t.Context(), c, []string{"m"})
-			h.(*build).wg.Wait()
-			pb.checkLocal(t, c)
-			s, ss := m.Stats(), c.Store.Stats()
-			t.Logf("prefetch %v; store %v", s, ss)
-			// (Fetched one by one, the actions of the empty output
-			// after the first are not counted: it is local.)
-			if !tc.wantPacked(s.Packed) || s.Prefetched < 73 {
-				t.Errorf("prefetched %d, %d from the pack; want all, some from the pack", s.Prefetched, s.Packed)
-			}
-			if ss.CorruptRemote != tc.corrupt {
-				t.Errorf("corrupt_remote = %d, want %d", ss.CorruptRemote, tc.corrupt)
-			}
-			if err := h.Close(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			closeCache(t, c)
-		})
+				c := newCache(t, remote)
+				m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
+				h := m.Begin(t.Context(), c, []string{"m"})
+				h.(*build).wg.Wait()
+				pb.checkLocal(t, c)
+				s, ss := m.Stats(), c.Store.Stats()
+				t.Logf("prefetch %v; store %v", s, ss)
+				// (Fetched one by one, the actions of the empty output
+				// after the first are not counted: it is local.)
+				if !tc.wantPacked(s.Packed) || s.Prefetched < 73 {
+					t.Errorf("prefetched %d, %d from the pack; want all, some from the pack", s.Prefetched, s.Packed)
+				}
+				if ss.CorruptRemote != tc.corrupt {
+					t.Errorf("corrupt_remote = %d, want %d", ss.CorruptRemote, tc.corrupt)
+				}
+				if err := h.Close(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				closeCache(t, c)
+			})
+		}
 	}
 }
 

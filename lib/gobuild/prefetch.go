@@ -46,6 +46,13 @@ type Manifests struct {
 	// pack is written, and packs are still read.
 	PackMinEntries int
 
+	// Compress makes the packs a build writes compressed (zstd, one frame
+	// per output, see pack.go): about a quarter of the bytes for a cold
+	// worker to read, for the CPU to decode them. Packs are read either
+	// way. A manifest that lists a compressed pack can be read only by
+	// readers that know manifest version 4.
+	Compress bool
+
 	// Logf, if set, receives log lines about manifests read and written.
 	Logf func(format string, args ...any)
 

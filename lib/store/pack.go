@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Packs: many objects moved with one remote call.
@@ -50,6 +52,31 @@ type Packed struct {
 	Key    Key
 	Check  Check // Check.Size must be known
 	Offset int64 // where the object starts in the pack
+
+	// Zstd marks an object stored in the pack as one zstd frame of Stored
+	// bytes (see [Store.CompressPack]); without it, the object's
+	// Check.Size bytes are stored as they are.
+	Zstd   bool
+	Stored int64
+}
+
+// storedSize returns the number of bytes the object takes in its pack.
+func (p Packed) storedSize() int64 {
+	if p.Zstd {
+		return p.Stored
+	}
+	return p.Check.Size
+}
+
+// valid reports whether p describes an object a pack can hold.
+func (p Packed) valid() error {
+	if err := p.Key.valid(); err != nil {
+		return err
+	}
+	if p.Check.Size < 0 || p.Zstd && p.Stored < 0 {
+		return fmt.Errorf("%s: size %d, stored %d", p.Key, p.Check.Size, p.Stored)
+	}
+	return nil
 }
 
 // WritePack writes the raw remote object called name: header, then the
@@ -60,22 +87,29 @@ type Packed struct {
 // remote tier is read-only or its breaker open; a remote failure counts
 // against the breaker. The deadline follows the pack's size.
 func (s *Store) WritePack(ctx context.Context, name string, header []byte, objs []Packed) error {
+	size := int64(len(header))
+	segs := make([]segment, len(objs))
+	for i, o := range objs {
+		if err := o.valid(); err != nil {
+			return fmt.Errorf("pack %s: %w", name, err)
+		}
+		if o.Zstd || o.Offset != size {
+			return fmt.Errorf("pack %s: %s at offset %d (zstd %v), want offset %d, not compressed", name, o.Key, o.Offset, o.Zstd, size)
+		}
+		segs[i] = segment{what: o.Key.String(), path: s.Path(o.Key), off: o.Offset, size: o.Check.Size}
+		size += o.Check.Size
+	}
+	return s.writePack(ctx, name, header, segs, size)
+}
+
+// writePack uploads header followed by segs, which make size bytes in all.
+func (s *Store) writePack(ctx context.Context, name string, header []byte, segs []segment, size int64) error {
 	r := s.remote
 	if r == nil {
 		return errors.New("no remote tier")
 	}
 	if err := validRawName(name); err != nil {
 		return err
-	}
-	size := int64(len(header))
-	for _, o := range objs {
-		if err := o.Key.valid(); err != nil {
-			return fmt.Errorf("pack %s: %w", name, err)
-		}
-		if o.Offset != size || o.Check.Size < 0 {
-			return fmt.Errorf("pack %s: %s at offset %d with size %d, want offset %d and a size", name, o.Key, o.Offset, o.Check.Size, size)
-		}
-		size += o.Check.Size
 	}
 	if s.readOnly {
 		s.stats.uploadsSkipped.Add(1)
@@ -85,7 +119,7 @@ func (s *Store) WritePack(ctx context.Context, name string, header []byte, objs 
 		s.stats.remoteSkipped.Add(1)
 		return errors.New("remote tier skipped: breaker open")
 	}
-	body := &concatReader{header: header, objs: objs, path: s.Path, size: size}
+	body := &concatReader{header: header, segs: segs, size: size, cur: -1}
 	defer body.close()
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, transferTimeout(size))
@@ -116,13 +150,20 @@ type localError struct{ err error }
 func (e localError) Error() string { return e.err.Error() }
 func (e localError) Unwrap() error { return e.err }
 
-// concatReader reads a pack being written: its header, then its objects'
+// A segment is a part of a pack being written: size bytes of the file at
+// path, from its start, which go at offset off of the pack.
+type segment struct {
+	what      string // the object, or what else it is, for errors
+	path      string
+	off, size int64
+}
+
+// concatReader reads a pack being written: its header, then its segments'
 // files, one open at a time. It is an io.ReadSeeker and an io.ReaderAt, so
 // that a large pack can be uploaded in parts and an upload retried.
 type concatReader struct {
 	header []byte
-	objs   []Packed
-	path   func(Key) string
+	segs   []segment
 	size   int64
 	off    int64 // for Read and Seek
 
@@ -156,7 +197,7 @@ func (c *concatReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// ReadAt reads from the header and the objects' files. It is not safe for
+// ReadAt reads from the header and the segments' files. It is not safe for
 // concurrent use (the uploader calls it from one goroutine at a time).
 func (c *concatReader) ReadAt(p []byte, off int64) (int, error) {
 	n := 0
@@ -171,31 +212,31 @@ func (c *concatReader) ReadAt(p []byte, off int64) (int, error) {
 			continue
 		}
 		i := c.find(off)
-		o := c.objs[i]
+		sg := c.segs[i]
 		f, err := c.open(i)
 		if err != nil {
 			return n, err
 		}
-		want := min(int64(len(p)-n), o.Offset+o.Check.Size-off)
-		k, err := f.ReadAt(p[n:n+int(want)], off-o.Offset)
+		want := min(int64(len(p)-n), sg.off+sg.size-off)
+		k, err := f.ReadAt(p[n:n+int(want)], off-sg.off)
 		n += k
 		off += int64(k)
 		if err == io.EOF && int64(k) < want {
-			return n, localError{fmt.Errorf("%s is shorter than %d bytes", o.Key, o.Check.Size)}
+			return n, localError{fmt.Errorf("%s is shorter than %d bytes", sg.what, sg.size)}
 		} else if err != nil && err != io.EOF {
-			return n, localError{fmt.Errorf("read %s: %w", o.Key, err)}
+			return n, localError{fmt.Errorf("read %s: %w", sg.what, err)}
 		}
 	}
 	return n, nil
 }
 
-// find returns the index of the object holding offset off, which is past
+// find returns the index of the segment holding offset off, which is past
 // the header and before the end.
 func (c *concatReader) find(off int64) int {
-	lo, hi := 0, len(c.objs)
+	lo, hi := 0, len(c.segs)
 	for lo < hi {
 		m := (lo + hi) / 2
-		if c.objs[m].Offset+c.objs[m].Check.Size <= off {
+		if c.segs[m].off+c.segs[m].size <= off {
 			lo = m + 1
 		} else {
 			hi = m
@@ -204,19 +245,21 @@ func (c *concatReader) find(off int64) int {
 	return lo
 }
 
-// open returns the file of object i, closing the one open before.
+// open returns the file of segment i, closing the one open before. The
+// file must hold exactly the segment.
 func (c *concatReader) open(i int) (*os.File, error) {
 	if c.file != nil && c.cur == i {
 		return c.file, nil
 	}
 	c.close()
-	f, err := os.Open(c.path(c.objs[i].Key))
+	sg := c.segs[i]
+	f, err := os.Open(sg.path)
 	if err != nil {
-		return nil, localError{fmt.Errorf("open %s: %w", c.objs[i].Key, err)}
+		return nil, localError{fmt.Errorf("open %s: %w", sg.what, err)}
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != c.objs[i].Check.Size {
+	if fi, err := f.Stat(); err != nil || fi.Size() != sg.size {
 		f.Close()
-		return nil, localError{fmt.Errorf("%s is not %d bytes", c.objs[i].Key, c.objs[i].Check.Size)}
+		return nil, localError{fmt.Errorf("%s is not %d bytes", sg.what, sg.size)}
 	}
 	c.file, c.cur = f, i
 	return f, nil
@@ -237,7 +280,9 @@ func (c *concatReader) close() {
 // corrupt; the objects after it are still read), or the pack is missing,
 // the stream failed or the remote tier is skipped (then every object not
 // yet done gets false). The bytes between the objects are read and
-// dropped, so callers should leave out only small gaps. A pack shorter
+// dropped, so callers should leave out only small gaps. An object marked
+// Zstd is decoded from its frame (see [Store.CompressPack]) as it is
+// read; a frame that does not decode is a corrupt object. A pack shorter
 // than the range counts as corrupt, not as a failing remote tier, as does
 // an object that does not match its check. Nothing is uploaded: the
 // objects are in the remote tier already.
@@ -256,14 +301,16 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 	}
 	start := objs[0].Offset
 	last := objs[len(objs)-1]
+	zstdFrames := false
 	for j, o := range objs {
-		if o.Key.valid() != nil || o.Check.Size < 0 || o.Offset < start ||
-			j > 0 && o.Offset < objs[j-1].Offset+objs[j-1].Check.Size {
+		if o.valid() != nil || o.Offset < start ||
+			j > 0 && o.Offset < objs[j-1].Offset+objs[j-1].storedSize() {
 			fail()
 			return
 		}
+		zstdFrames = zstdFrames || o.Zstd && o.Stored > 0
 	}
-	n := last.Offset + last.Check.Size - start
+	n := last.Offset + last.storedSize() - start
 	if n == 0 {
 		// Empty objects only: nothing to read.
 		for ; i < len(objs); i++ {
@@ -271,6 +318,16 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 			done(i, obj, err == nil)
 		}
 		return
+	}
+	var dec *zstd.Decoder
+	if zstdFrames {
+		var err error
+		if dec, err = newPackDecoder(); err != nil {
+			s.logf("pack %s: %v", name, err)
+			fail()
+			return
+		}
+		defer dec.Close()
 	}
 	if !r.breaker.allow() {
 		s.stats.remoteSkipped.Add(1)
@@ -300,12 +357,13 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 	defer body.Close()
 
 	pos := start
+	stream := &recordingReader{r: errReader{body}}
 	var streamErr error // the stream failed: a remote failure
 	short := false      // the stream ended early: the pack is not what its reader thinks
 	for ; i < len(objs); i++ {
 		o := objs[i]
 		if gap := o.Offset - pos; gap > 0 {
-			k, err := io.CopyN(io.Discard, errReader{body}, gap)
+			k, err := io.CopyN(io.Discard, stream, gap)
 			pos += k
 			if err == io.EOF {
 				short = true
@@ -316,18 +374,32 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 				break
 			}
 		}
-		in := &io.LimitedReader{R: errReader{body}, N: o.Check.Size}
+		in := &io.LimitedReader{R: stream, N: o.storedSize()}
 		var obj Object
 		var err error
 		if local, ok, _ := s.lookup(o.Key, o.Check); ok {
-			_, err = io.Copy(io.Discard, in)
 			obj = local
 		} else {
-			obj, err = s.install(o.Key, in, o.Check)
+			src := io.Reader(in)
+			if o.Zstd && o.Stored > 0 {
+				if err = dec.Reset(in); err == nil {
+					src = &frameReader{dec: dec, limit: o.Check.Size + 1}
+				} else {
+					err = fmt.Errorf("%w: zstd frame: %v", errMismatch, err)
+				}
+			}
+			if err == nil {
+				obj, err = s.install(o.Key, src, o.Check)
+			}
 		}
-		pos += o.Check.Size - in.N
+		if stream.err == nil {
+			// What the object did not read of its stored bytes (all of
+			// them if it was local; what follows the end of its frame).
+			io.Copy(io.Discard, in)
+		}
+		pos += o.storedSize() - in.N
 		var rerr readError
-		if errors.As(err, &rerr) {
+		if errors.As(stream.err, &rerr) {
 			streamErr = rerr.err
 			break
 		}
@@ -363,6 +435,22 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 		r.breaker.success()
 	}
 	fail()
+}
+
+// A recordingReader keeps the first error other than io.EOF its reader
+// returned, so that a failing stream is told from content that does not
+// decode, whatever a decoder between them makes of the error.
+type recordingReader struct {
+	r   io.Reader
+	err error
+}
+
+func (r *recordingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 // remoteRange returns the remote tier as a RangeRemote, if it is one.
