@@ -73,6 +73,9 @@
 #   BENCH_PREFETCH_ROUNDS rounds of D            (3; D is run only when
 #                         BENCH_SECTIONS names it: see the D section)
 #   BENCH_S3_LATENCY      delay D adds to every S3 request (20ms)
+#   BENCH_S3_RATE         bandwidth limit of D's delayed S3 responses, in
+#                         bytes per second (none; e.g. 12.5M: a number with
+#                         an optional k, M or G suffix, 1000-based)
 #   BENCH_PLUGIN          a prebuilt plugin binary to use instead of
 #                         building ./cmd/go-cache-plugin
 #   BENCH_PLUGIN_FLAGS    extra flags for every plugin run
@@ -564,7 +567,9 @@ fi
 #      pf:   an empty --cache-dir, prefetching from the manifest (default),
 #      od:   an empty --cache-dir with --prefetch=0 (on demand only),
 #    straight against the bucket and through scripts/bench-latency adding
-#    BENCH_S3_LATENCY (default 20ms) to every request. BENCH_PREFETCH_ROUNDS
+#    BENCH_S3_LATENCY (default 20ms) to every request, and, when
+#    BENCH_S3_RATE is set, limiting all its response bodies together to
+#    that many bytes per second (a slow link). BENCH_PREFETCH_ROUNDS
 #    rounds (default 3), the order rotated. Targets: pf/warm <= 1.3, and
 #    <= 1.6 with the latency.
 d_rounds="${BENCH_PREFETCH_ROUNDS:-3}"
@@ -572,7 +577,8 @@ if [[ "$sections" == *D* ]]; then
     d_latency="${BENCH_S3_LATENCY:-20ms}"
     lat_bin="$work/bin/bench-latency"
     (cd "$repo" && go build -o "$lat_bin" ./scripts/bench-latency)
-    "$lat_bin" -target="$s3_endpoint" -delay="$d_latency" >"$work/logs/latency.url" 2>"$work/logs/latency.log" &
+    d_rate="${BENCH_S3_RATE:-}"
+    "$lat_bin" -target="$s3_endpoint" -delay="$d_latency" ${d_rate:+-rate="$d_rate"} >"$work/logs/latency.url" 2>"$work/logs/latency.log" &
     lat_pid=$!
     for _ in $(seq 1 100); do
         [[ -s "$work/logs/latency.url" ]] && break
@@ -667,7 +673,7 @@ if [[ "$sections" == *D* ]]; then
     done
     for tag in "" -lat; do
         what="loopback MinIO"
-        [[ -z "$tag" ]] || what="MinIO + $d_latency per request"
+        [[ -z "$tag" ]] || what="MinIO + $d_latency per request${d_rate:+, $d_rate bytes/s}"
         # shellcheck disable=SC2086
         mw="$(median ${d_times[warm$tag]})" mp="$(median ${d_times[pf$tag]})" mo="$(median ${d_times[od$tag]})"
         if [[ -z "$tag" ]]; then rp=("${d_r_pf[@]}") ro=("${d_r_od[@]}") d_target=1.3; else rp=("${d_r_pf_lat[@]}") ro=("${d_r_od_lat[@]}") d_target=1.6; fi
