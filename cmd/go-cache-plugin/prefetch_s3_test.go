@@ -53,6 +53,46 @@ func (h *s3Harness) testPrefetch(t *testing.T) {
 	t.Run("StaleManifest", h.testPrefetchStale)
 	t.Run("Faults", h.testPrefetchFaults)
 	t.Run("Serve", h.testPrefetchServe)
+	t.Run("Compressed", h.testPrefetchCompressed)
+}
+
+// testPrefetchCompressed: a build with --compress writes its pack with
+// each output compressed and a version 4 manifest; a worker with an empty
+// directory, without the flag, reads a fraction of the bytes from the pack
+// and builds without compiling, every output checked.
+func (h *s3Harness) testPrefetchCompressed(t *testing.T) {
+	const prefix = "compressed"
+	mod, want := newModule(t, "compressed")
+	out, _ := buildHello(t, mod, h.env(t, copyCache(t, h.baseDir), h.srv.Endpoint, prefix, "--manifest=compressed", "--compress"), want)
+	if p := parsePrefetch(t, out); p.get("manifests_written") != 1 || p.get("packs_written") != 1 {
+		t.Fatalf("first build: prefetch %v; want a manifest and a pack written", map[string]string(p))
+	}
+	manifest := h.getObject(t, prefix+"/manifest/compressed")
+	if !bytes.HasPrefix(manifest, []byte("go-cache-plugin manifest 4\n")) || !bytes.Contains(manifest, []byte(" zstd\n")) {
+		t.Fatalf("manifest %.100q; want version 4 listing a compressed pack", manifest)
+	}
+
+	dir := t.TempDir()
+	out, _ = buildHello(t, mod, h.env(t, dir, h.srv.Endpoint, prefix, "--manifest=compressed"), want)
+	if n := len(compileRE.FindAllString(out, -1)); n != 0 {
+		t.Errorf("build ran the compiler %d times; want everything from the bucket", n)
+	}
+	m, p := parseMetrics(t, out), parsePrefetch(t, out)
+	t.Logf("store: %s; prefetch: %v", m, map[string]string(p))
+	if p.get("prefetch_packed") == 0 || p.get("prefetch_records") != 0 {
+		t.Errorf("prefetch %v; want the outputs read from the compressed pack", map[string]string(p))
+	}
+	// What was read is a fraction of what was installed: compiled
+	// packages compress to about a quarter.
+	down, got := m.get("bytes_down"), p.get("prefetched_bytes")
+	t.Logf("read %d bytes from the bucket for %d bytes prefetched", down, got)
+	if got == 0 || down*2 > got {
+		t.Errorf("read %d bytes from the bucket for %d bytes prefetched; want less than half", down, got)
+	}
+	if m.get("remote_errors") != 0 || m.get("corrupt_remote") != 0 {
+		t.Errorf("metrics %s; want no errors", m)
+	}
+	checkCacheDir(t, dir)
 }
 
 // testPrefetchServe: in server mode each connect names its build's
