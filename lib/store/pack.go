@@ -104,42 +104,11 @@ func (s *Store) WritePack(ctx context.Context, name string, header []byte, objs 
 
 // writePack uploads header followed by segs, which make size bytes in all.
 func (s *Store) writePack(ctx context.Context, name string, header []byte, segs []segment, size int64) error {
-	r := s.remote
-	if r == nil {
-		return errors.New("no remote tier")
-	}
-	if err := validRawName(name); err != nil {
-		return err
-	}
-	if s.readOnly {
-		s.stats.uploadsSkipped.Add(1)
-		return errors.New("remote tier is read-only")
-	}
-	if !r.breaker.allow() {
-		s.stats.remoteSkipped.Add(1)
-		return errors.New("remote tier skipped: breaker open")
-	}
 	body := &concatReader{header: header, segs: segs, size: size, cur: -1}
 	defer body.close()
-	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, transferTimeout(size))
-	defer cancel()
-	if err := r.remote.Put(ctx, name, body, size); err != nil {
-		var lerr localError
-		switch {
-		case errors.As(err, &lerr):
-			r.breaker.release() // a local fault says nothing about the remote
-		case parent.Err() != nil:
-			r.breaker.release() // abandoned by the caller
-		default:
-			s.stats.uploadErrors.Add(1)
-			r.failedRaw("upload", name, err)
-		}
+	if err := s.putRaw(ctx, name, body, size, transferTimeout(size)); err != nil {
 		return fmt.Errorf("pack %s: %w", name, err)
 	}
-	r.breaker.success()
-	s.stats.uploads.Add(1)
-	s.stats.bytesUp.Add(size)
 	return nil
 }
 

@@ -107,6 +107,14 @@ func (s *Store) ReadRemoteKey(ctx context.Context, key Key, max int64) ([]byte, 
 // was written. It writes nothing if the remote tier is read-only or its
 // breaker open; a failure counts against the breaker.
 func (s *Store) WriteRemoteRaw(ctx context.Context, name string, data []byte) error {
+	return s.putRaw(ctx, name, bytes.NewReader(data), int64(len(data)), remoteTimeout)
+}
+
+// putRaw writes the size bytes of body to the remote object called name
+// within timeout. It writes nothing if the remote tier is read-only or its
+// breaker open. A remote failure counts against the breaker; a failure to
+// read body (a [localError]) or the caller giving up does not.
+func (s *Store) putRaw(ctx context.Context, name string, body io.ReadSeeker, size int64, timeout time.Duration) error {
 	r := s.remote
 	if r == nil {
 		return errors.New("no remote tier")
@@ -123,20 +131,24 @@ func (s *Store) WriteRemoteRaw(ctx context.Context, name string, data []byte) er
 		return errors.New("remote tier skipped: breaker open")
 	}
 	parent := ctx
-	ctx, cancel := context.WithTimeout(ctx, remoteTimeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := r.remote.Put(ctx, name, bytes.NewReader(data), int64(len(data))); err != nil {
-		if parent.Err() != nil {
+	if err := r.remote.Put(ctx, name, body, size); err != nil {
+		var lerr localError
+		switch {
+		case errors.As(err, &lerr):
+			r.breaker.release() // a local fault says nothing about the remote
+		case parent.Err() != nil:
 			r.breaker.release() // abandoned by the caller
-			return err
+		default:
+			s.stats.uploadErrors.Add(1)
+			r.failedRaw("upload", name, err)
 		}
-		s.stats.uploadErrors.Add(1)
-		r.failedRaw("upload", name, err)
 		return err
 	}
 	r.breaker.success()
 	s.stats.uploads.Add(1)
-	s.stats.bytesUp.Add(int64(len(data)))
+	s.stats.bytesUp.Add(size)
 	return nil
 }
 
