@@ -120,6 +120,15 @@ func (h *s3Harness) testPrefetchServe(t *testing.T) {
 			t.Errorf("manifest %s: %.60q; want one written by the daemon's session", name, m)
 		}
 	}
+	// The daemon has --http, whose metrics wrap the remote tier: packs
+	// must be written through the wrapper all the same.
+	lo, err := h.srv.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(s3Bucket), Prefix: aws.String(prefix + "/pack/")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lo.Contents) == 0 {
+		t.Errorf("the daemon with --http wrote no pack under %s/pack/", prefix)
+	}
 
 	// Over TCP, a daemon with an empty directory prefetches from the
 	// manifest its client derived.
@@ -128,9 +137,15 @@ func (h *s3Harness) testPrefetchServe(t *testing.T) {
 	if n := len(compileRE.FindAllString(out, -1)); n != 0 {
 		t.Errorf("build through the TCP daemon ran the compiler %d times; want everything from the bucket", n)
 	}
-	line := d.waitLine(t, regexp.MustCompile(`prefetch of `+regexp.QuoteMeta(derived)+` .* prefetched=(\d+) `))
+	line := d.waitLine(t, regexp.MustCompile(`prefetch of `+regexp.QuoteMeta(derived)+` .* prefetched=(\d+) .* pack_reads=(\d+) `))
 	if line[1] == "0" {
 		t.Errorf("daemon prefetched nothing from %s: %s", derived, line[0])
+	}
+	if line[2] == "0" {
+		t.Errorf("daemon with --http read no pack: %s", line[0])
+	}
+	if n := d.metric(t, "gocacheplugin_prefetch_pack_reads_total"); n == 0 {
+		t.Errorf("gocacheplugin_prefetch_pack_reads_total = 0; want the pack reads counted")
 	}
 }
 

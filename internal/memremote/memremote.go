@@ -23,7 +23,7 @@ type Remote struct {
 	ranges int // calls of GetRange
 }
 
-var _ store.RangeRemote = (*Remote)(nil)
+var _ store.Remote = (*Remote)(nil)
 
 // New returns an empty remote tier.
 func New() *Remote { return &Remote{objs: map[string][]byte{}} }
@@ -40,7 +40,7 @@ func (r *Remote) Get(ctx context.Context, key string) (io.ReadCloser, int64, err
 	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 }
 
-// GetRange implements [store.RangeRemote]. A range past the end is cut
+// GetRange implements [store.Remote]. A range past the end is cut
 // short, as a server would.
 func (r *Remote) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
 	r.mu.Lock()

@@ -188,6 +188,14 @@ func (t *timedRemote) Exists(ctx context.Context, key string) (bool, error) {
 	return ok, err
 }
 
+// GetRange times the call up to the opening of the range, as Get does.
+func (t *timedRemote) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	start := time.Now()
+	rc, err := t.r.GetRange(ctx, key, off, n)
+	t.observe("get_range", start, err)
+	return rc, err
+}
+
 // metrics is the collector of everything read at scrape time.
 type metrics struct {
 	s         *Server

@@ -47,6 +47,9 @@ func (fakeRemote) Put(ctx context.Context, key string, r io.ReadSeeker, size int
 	return errors.New("read-only")
 }
 func (fakeRemote) Exists(ctx context.Context, key string) (bool, error) { return false, nil }
+func (fakeRemote) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	return nil, fs.ErrNotExist
+}
 
 func get(t *testing.T, h http.Handler, target string) (int, string) {
 	t.Helper()

@@ -73,6 +73,18 @@ func (f *fakeRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64,
 	return io.NopCloser(bytes.NewReader(data)), int64(len(data)), nil
 }
 
+func (f *fakeRemote) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["get_range"]++
+	data, ok := f.objects[key]
+	if !ok {
+		return nil, fmt.Errorf("fake: %s: %w", key, fs.ErrNotExist)
+	}
+	data = data[min(off, int64(len(data))):]
+	return io.NopCloser(bytes.NewReader(bytes.Clone(data[:min(n, int64(len(data)))]))), nil
+}
+
 func (f *fakeRemote) Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error {
 	f.mu.Lock()
 	f.calls["put"]++

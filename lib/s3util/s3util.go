@@ -211,7 +211,7 @@ func (c *Client) Get(ctx context.Context, key string) (io.ReadCloser, int64, err
 	return out.Body, size, nil
 }
 
-// GetRange implements [store.RangeRemote]. A range that starts past the
+// GetRange implements [store.Remote]. A range that starts past the
 // end of the object is reported as missing (fs.ErrNotExist).
 func (c *Client) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
 	if off < 0 || n <= 0 {

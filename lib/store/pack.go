@@ -26,26 +26,9 @@ import (
 // object a pack fails to deliver (a pack gone, cut short or holding other
 // bytes) is a miss the caller can fetch on its own.
 
-// A RangeRemote is a [Remote] that can read part of an object. Packs are
-// read only from a remote tier that is one.
-type RangeRemote interface {
-	Remote
-
-	// GetRange opens the n bytes of the object at key that start at
-	// offset off. It returns an error wrapping fs.ErrNotExist if there is
-	// no object at key.
-	GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error)
-}
-
-// CanReadPacks reports whether the store has a remote tier that can read
-// packs (a [RangeRemote]).
-func (s *Store) CanReadPacks() bool {
-	if s.remote == nil {
-		return false
-	}
-	_, ok := s.remote.remote.(RangeRemote)
-	return ok
-}
+// CanReadPacks reports whether the store has a remote tier, from which
+// packs are read with [Remote.GetRange].
+func (s *Store) CanReadPacks() bool { return s.remote != nil }
 
 // A Packed is an object in a pack.
 type Packed struct {
@@ -263,8 +246,7 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 		}
 	}
 	r := s.remote
-	rr, ok := r.remoteRange()
-	if !ok || len(objs) == 0 || validRawName(name) != nil || ctx.Err() != nil {
+	if r == nil || len(objs) == 0 || validRawName(name) != nil || ctx.Err() != nil {
 		fail()
 		return
 	}
@@ -304,7 +286,7 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 		return
 	}
 	body, err := openWithin(ctx, transferTimeout(n), func(ctx context.Context) (io.ReadCloser, error) {
-		return rr.GetRange(ctx, name, start, n)
+		return r.remote.GetRange(ctx, name, start, n)
 	})
 	switch {
 	case err == nil:
@@ -420,13 +402,4 @@ func (r *recordingReader) Read(p []byte) (int, error) {
 		r.err = err
 	}
 	return n, err
-}
-
-// remoteRange returns the remote tier as a RangeRemote, if it is one.
-func (r *remoteTier) remoteRange() (RangeRemote, bool) {
-	if r == nil {
-		return nil, false
-	}
-	rr, ok := r.remote.(RangeRemote)
-	return rr, ok
 }

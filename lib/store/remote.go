@@ -27,6 +27,15 @@ type Remote interface {
 
 	// Exists reports whether an object is stored at key.
 	Exists(ctx context.Context, key string) (bool, error)
+
+	// GetRange opens the n bytes of the object at key that start at
+	// offset off; a range running past the end of the object is cut
+	// there. It returns an error wrapping fs.ErrNotExist if there is no
+	// object at key. Packs are read with it (see [Store.ReadPack]).
+	//
+	// It is part of the contract, not an optional extra, so that a
+	// wrapper (metrics, fault injection) cannot hide it by accident.
+	GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error)
 }
 
 // Remote tier tuning. The timeouts bound each remote call so that a dead

@@ -116,7 +116,12 @@ func (f *fakeRemote) begin(ctx context.Context, op, key string) (fault, error) {
 }
 
 func (f *fakeRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
-	ft, err := f.begin(ctx, "get", key)
+	return f.get(ctx, "get", key)
+}
+
+// get is Get, recorded as the call op.
+func (f *fakeRemote) get(ctx context.Context, op, key string) (io.ReadCloser, int64, error) {
+	ft, err := f.begin(ctx, op, key)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -140,6 +145,21 @@ func (f *fakeRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64,
 		r = bytes.NewReader(data[:ft.cutAfter])
 	}
 	return io.NopCloser(r), size, nil
+}
+
+// GetRange reads a range of what Get would return, faults included.
+func (f *fakeRemote) GetRange(ctx context.Context, key string, off, n int64) (io.ReadCloser, error) {
+	rc, _, err := f.get(ctx, "get_range", key)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := io.CopyN(io.Discard, rc, off); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(rc, n), rc}, nil
 }
 
 func (f *fakeRemote) Put(ctx context.Context, key string, r io.ReadSeeker, size int64) error {
@@ -1155,6 +1175,9 @@ func (r slowRemote) Get(ctx context.Context, key string) (io.ReadCloser, int64, 
 }
 func (slowRemote) Put(context.Context, string, io.ReadSeeker, int64) error { return errRemoteDown }
 func (slowRemote) Exists(context.Context, string) (bool, error)            { return false, nil }
+func (slowRemote) GetRange(context.Context, string, int64, int64) (io.ReadCloser, error) {
+	return nil, errRemoteDown
+}
 
 type slowReader struct {
 	ctx        context.Context
