@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/s3test"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -28,6 +29,13 @@ func TestMain(m *testing.M) {
 }
 
 func runTests(m *testing.M) int {
+	// The S3 tests need a MinIO server, built from its Go module the first
+	// time (minutes on a busy machine): build it before m.Run starts the
+	// tests' clock, not inside the first test that needs it.
+	if err := s3test.Prepare(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	tmp, err := os.MkdirTemp("", "go-cache-plugin-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

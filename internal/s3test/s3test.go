@@ -20,6 +20,8 @@
 //
 // For sharing one server between all the tests of a package, call
 // [StartServer] from TestMain and [Server.Close] when the tests are done.
+// A package whose tests call [Start] calls [Prepare] from TestMain, so that
+// a first build of MinIO happens before the tests' clock starts.
 //
 // If the MinIO binary cannot be obtained or the server does not start, [Start]
 // fails the test; it never skips.
@@ -298,6 +300,19 @@ func (s *Server) Env() []string {
 var binary struct {
 	sync.Mutex
 	path string
+}
+
+// Prepare makes sure the MinIO binary is there, building it if need be,
+// and says so on stderr when it builds. Call it from TestMain before
+// m.Run: the first build takes minutes (more on a loaded machine), which
+// must not count against the timeout of the test that happens to need the
+// server first. Packages that run at once share one build (the install
+// script takes a lock); the others wait for it.
+func Prepare() error {
+	if _, err := Binary(); err != nil {
+		return fmt.Errorf("s3test: prepare the MinIO server: %w", err)
+	}
+	return nil
 }
 
 // Binary returns the path of the MinIO server binary: the value of the
