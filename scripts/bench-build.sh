@@ -233,44 +233,13 @@ s3_desc=""
 if ((have_s3)); then
     if [[ -z "$s3_endpoint" ]]; then
         command -v curl >/dev/null || die "BENCH_S3=1 needs curl"
-        log "finding MinIO (scripts/install-minio.sh)"
-        minio="$(bash "$repo/scripts/install-minio.sh" | tail -n 1)"
-        [[ -x "$minio" ]] || die "no MinIO binary: $minio"
+        log "starting MinIO (scripts/install-minio.sh builds it if needed)"
         export AWS_ACCESS_KEY_ID=benchuser AWS_SECRET_ACCESS_KEY=benchpassword
         s3_bucket=bench
-        for try in 1 2 3 4 5; do
-            port=$((20000 + RANDOM % 20000))
-            if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-                continue # taken
-            fi
-            rm -rf "$work/minio-data" && mkdir -p "$work/minio-data"
-            MINIO_ROOT_USER="$AWS_ACCESS_KEY_ID" MINIO_ROOT_PASSWORD="$AWS_SECRET_ACCESS_KEY" \
-                MINIO_BROWSER=off \
-                "$minio" server --quiet --address "127.0.0.1:$port" \
-                --console-address "127.0.0.1:$((port + 1))" \
-                "$work/minio-data" >"$work/logs/minio.log" 2>&1 &
-            minio_pid=$!
-            for _ in $(seq 1 100); do
-                if curl -sf "http://127.0.0.1:$port/minio/health/live" >/dev/null 2>&1; then
-                    break
-                fi
-                kill -0 "$minio_pid" 2>/dev/null || break
-                sleep 0.2
-            done
-            if curl -sf "http://127.0.0.1:$port/minio/health/live" >/dev/null 2>&1; then
-                break
-            fi
-            kill "$minio_pid" 2>/dev/null || true
-            wait "$minio_pid" 2>/dev/null || true
-            minio_pid=""
-        done
-        [[ -n "$minio_pid" ]] || { cat "$work/logs/minio.log" >&2; die "MinIO did not start"; }
-        s3_endpoint="http://127.0.0.1:$port"
-        curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" \
-            --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
-            -X PUT "$s3_endpoint/$s3_bucket" >/dev/null ||
-            die "could not create bucket $s3_bucket"
-        s3_desc="private MinIO ($(basename "$(dirname "$minio")")) on $s3_endpoint, data on the same disk"
+        # shellcheck source=lib/minio.sh
+        source "$repo/scripts/lib/minio.sh"
+        start_minio "$work/minio-data" "$work/logs/minio.log" "$s3_bucket" || die "MinIO did not start"
+        s3_desc="private MinIO ($minio_version) on $s3_endpoint, data on the same disk"
         log "MinIO pid $minio_pid on $s3_endpoint, bucket $s3_bucket"
     else
         [[ -n "${AWS_ACCESS_KEY_ID:-}" && -n "${AWS_SECRET_ACCESS_KEY:-}" ]] ||
