@@ -276,15 +276,15 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 	if !rc.Tunnel {
 		tunnel = "refusing other hosts"
 	}
-	allowed := "no local addresses"
+	allowed := "none"
 	if len(m.allowLocal) > 0 {
 		var list []string
 		for _, r := range m.allowLocal {
 			list = append(list, r.String())
 		}
-		allowed = "local addresses " + strings.Join(list, ", ") + " only"
+		allowed = strings.Join(list, ", ")
 	}
-	logf("revproxy: caching for %s (%s; connecting to %s); CA at /revproxy/ca.pem", strings.Join(rc.Targets, ", "), tunnel, allowed)
+	logf("revproxy: caching for %s (%s; local destinations allowed: %s); CA at /revproxy/ca.pem", strings.Join(rc.Targets, ", "), tunnel, allowed)
 	return func(ctx context.Context) error {
 		err := p.Close(ctx)
 		s := p.Stats()
