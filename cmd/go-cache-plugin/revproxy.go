@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,20 +20,53 @@ import (
 
 // revProxyFlags are the serve flags of the reverse proxy (lib/revproxy).
 type revProxyFlags struct {
-	Hosts     string
-	Tunnel    bool
-	InstallCA bool
-	Rules     string
-	Memory    byteSize
-	Timeout   time.Duration
+	Hosts      string
+	Tunnel     optBool // default: on for a loopback listener only
+	AllowLocal string
+	InstallCA  bool
+	Rules      string
+	Memory     byteSize
+	Timeout    time.Duration
 
-	rules []revproxy.Rule // parsed by check
+	rules      []revproxy.Rule     // parsed by check
+	allowLocal []revproxy.AddrRule // parsed by check
+
+	loopbackListener bool // set by runServe: the --http listener is loopback only
+}
+
+// tunnel reports whether CONNECTs to other hosts are tunnelled: as
+// --revproxy-tunnel says, else only on a loopback listener.
+func (m *revProxyFlags) tunnel() bool {
+	if m.Tunnel.set {
+		return m.Tunnel.v
+	}
+	return m.loopbackListener
+}
+
+// optBool is a boolean flag that knows whether it was set.
+type optBool struct{ v, set bool }
+
+func (b *optBool) IsBoolFlag() bool { return true }
+func (b *optBool) String() string {
+	if b == nil || !b.set {
+		return ""
+	}
+	return strconv.FormatBool(b.v)
+}
+func (b *optBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	b.v, b.set = v, true
+	return nil
 }
 
 // revProxyEnv lists the environment variables of the reverse proxy flags.
 var revProxyEnv = []envVar{
 	{"revproxy", "GOCACHE_REVPROXY"},
 	{"revproxy-tunnel", "GOCACHE_REVPROXY_TUNNEL"},
+	{"revproxy-allow-local", "GOCACHE_REVPROXY_ALLOW_LOCAL"},
 	{"revproxy-rules", "GOCACHE_REVPROXY_RULES"},
 	{"revproxy-memory", "GOCACHE_REVPROXY_MEMORY"},
 	{"revproxy-timeout", "GOCACHE_REVPROXY_TIMEOUT"},
@@ -46,7 +80,8 @@ const revProxyTestDialEnv = "GOCACHE_REVPROXY_TEST_ONLY_DIAL"
 
 func (m *revProxyFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.Hosts, "revproxy", "", "with --http: be a caching HTTP(S) proxy for these hosts (comma-separated; *.example.com for subdomains)")
-	fs.BoolVar(&m.Tunnel, "revproxy-tunnel", true, "let CONNECTs to hosts other than the --revproxy targets through, uncached (false: refuse them with 403)")
+	fs.Var(&m.Tunnel, "revproxy-tunnel", "let CONNECTs to hosts other than the --revproxy targets through, uncached (false: refuse them with 403); default: true on a loopback --http listener, false on others")
+	fs.StringVar(&m.AllowLocal, "revproxy-allow-local", "", "local destinations the proxy may connect to all the same (comma-separated IP addresses or prefixes, each with an optional port: 127.0.0.1:8080,10.0.0.5,[::1]:443); loopback, link-local and this host's own addresses are refused otherwise")
 	fs.StringVar(&m.Rules, "revproxy-rules", "default", `path rules marking responses immutable (comma-separated globs; "default" for the built-in ones, "!" to exclude); see "help revproxy"`)
 	m.Memory = revproxy.DefaultMemoryBytes
 	fs.Var(&m.Memory, "revproxy-memory", "memory for short-lived responses (max-age under an hour); 0 for none")
@@ -61,6 +96,9 @@ func (m *revProxyFlags) check() error {
 		if m.InstallCA {
 			return errors.New("--install-ca needs --revproxy")
 		}
+		if m.AllowLocal != "" {
+			return errors.New("--revproxy-allow-local needs --revproxy")
+		}
 		return nil
 	}
 	if err := revproxy.CheckTargets(splitList(m.Hosts)); err != nil {
@@ -71,6 +109,9 @@ func (m *revProxyFlags) check() error {
 		return fmt.Errorf("--revproxy-rules: %v", err)
 	}
 	m.rules = rules
+	if m.allowLocal, err = revproxy.ParseAddrRules(splitList(m.AllowLocal)); err != nil {
+		return fmt.Errorf("--revproxy-allow-local: %v", err)
+	}
 	if m.Timeout <= 0 {
 		return errors.New("--revproxy-timeout must be positive")
 	}
@@ -98,23 +139,38 @@ named target hosts, in absolute form ("GET http://host/path") or through
 CONNECT (HTTPS), go through a cache: TLS is terminated with a certificate
 for the host signed by the daemon's own CA, and immutable responses are kept
 in the cache directory and, with --bucket, in the shared bucket, so each
-file crosses the internet once per fleet. CONNECTs to other hosts are
-tunnelled unchanged (--revproxy-tunnel=false refuses them with 403);
-requests in absolute form for other hosts get 502. The listener binds
-loopback unless --http names a host: the daemon is not an open relay.
+file crosses the internet once per fleet. Requests in absolute form for
+other hosts get 502. CONNECTs to other hosts are tunnelled unchanged on a
+loopback listener, refused (403) on one reachable beyond this host;
+--revproxy-tunnel=true|false decides instead. The listener binds loopback
+unless --http names a host.
+
+The proxy never connects to loopback, link-local (cloud metadata) or this
+host's own addresses, for tunnels and targets alike, unless
+--revproxy-allow-local names them (IP addresses or prefixes, with an
+optional port: --revproxy-allow-local=127.0.0.1:8081). It decides on the
+address it dials, after name resolution, so a name that resolves to
+127.0.0.1 is refused too (403). With --http-token-file, proxy clients must
+send the token: HTTPS_PROXY=http://ci:<token>@host:5970.
 
 The CA is made once, as <cache-dir>/revproxy/ca.pem and ca-key.pem (mode
 0600), and reused. Clients must trust it: it is served at
 http://localhost:5970/revproxy/ca.pem; --install-ca adds it to the system
-trust store (Debian/Ubuntu, as root). Per client:
+trust store (Debian/Ubuntu, as root). At each start the daemon also writes
+<cache-dir>/revproxy/bundle.pem, the system's CAs (from $SSL_CERT_FILE or
+the distribution's bundle) and the proxy's CA in one file, served at
+/revproxy/bundle.pem, for clients that take a single CA file. Per client:
 
-   npm      NODE_EXTRA_CA_CERTS=<cache-dir>/revproxy/ca.pem
-   pip      PIP_CERT=<bundle> or REQUESTS_CA_BUNDLE=<bundle> (a bundle holding
-            the system CAs and ca.pem), or --install-ca
+   npm      NODE_EXTRA_CA_CERTS=<cache-dir>/revproxy/ca.pem; if npm has a
+            cafile set, which makes it ignore NODE_EXTRA_CA_CERTS:
+            npm_config_cafile=<cache-dir>/revproxy/bundle.pem
+   pip      PIP_CERT=<bundle> or REQUESTS_CA_BUNDLE=<bundle>, or --install-ca
    apt      Acquire::http::Proxy "http://localhost:5970"; (plain HTTP mirrors
             need no CA)
    curl     --proxy http://localhost:5970 --cacert ca.pem, or HTTPS_PROXY
    Go       HTTPS_PROXY, and SSL_CERT_FILE=<bundle> or --install-ca
+
+(<bundle> is <cache-dir>/revproxy/bundle.pem.)
 
 What is cached: GET responses with status 200 that are immutable, either by
 their headers (Cache-Control: immutable, or a max-age of 30 days or more) or
@@ -143,7 +199,8 @@ Metrics: the "revproxy" front end on /metrics and the status page, and
 gocacheplugin_revproxy_* counters (hits by source, fills, waits, tunnels).
 
 For tests only: GOCACHE_REVPROXY_TEST_ONLY_DIAL=127.0.0.1 sends every
-connection to an origin to that address (keeping the port), and the Go
+connection to a target's origin to that address (keeping the port),
+bypassing --revproxy-allow-local (tunnels are not affected), and the Go
 runtime's SSL_CERT_FILE sets the CAs trusted for origins.`
 
 // startRevProxy mounts the reverse proxy on web and returns a function that
@@ -178,7 +235,8 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 		Store:           st,
 		CA:              ca,
 		Targets:         splitList(m.Hosts),
-		Tunnel:          m.Tunnel,
+		Tunnel:          m.tunnel(),
+		Policy:          revproxy.DialPolicy{Allow: m.allowLocal},
 		Rules:           m.rules,
 		MemoryBytes:     mem,
 		UpstreamTimeout: m.Timeout,
@@ -202,12 +260,31 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 		w.Header().Set("Content-Disposition", `attachment; filename="go-cache-plugin-revproxy-ca.pem"`)
 		w.Write(ca.CertPEM)
 	}))
+	bundle, err := revproxy.WriteBundle(ca)
+	if err != nil {
+		logf("revproxy: no CA bundle at /revproxy/bundle.pem: %v", err)
+	} else {
+		logf("revproxy: CA bundle (the system's CAs from %s, and the proxy's): %s", strings.Join(bundle.Sources, ", "), bundle.File)
+		web.Handle("GET /revproxy/bundle.pem", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/x-pem-file")
+			w.Header().Set("Content-Disposition", `attachment; filename="go-cache-plugin-revproxy-bundle.pem"`)
+			w.Write(bundle.PEM)
+		}))
+	}
 	web.Registry().MustRegister(revProxyCollector{p})
 	tunnel := "tunnelling other hosts"
-	if !m.Tunnel {
+	if !rc.Tunnel {
 		tunnel = "refusing other hosts"
 	}
-	logf("revproxy: caching for %s (%s); CA at /revproxy/ca.pem", strings.Join(rc.Targets, ", "), tunnel)
+	allowed := "none"
+	if len(m.allowLocal) > 0 {
+		var list []string
+		for _, r := range m.allowLocal {
+			list = append(list, r.String())
+		}
+		allowed = strings.Join(list, ", ")
+	}
+	logf("revproxy: caching for %s (%s; local destinations allowed: %s); CA at /revproxy/ca.pem", strings.Join(rc.Targets, ", "), tunnel, allowed)
 	return func(ctx context.Context) error {
 		err := p.Close(ctx)
 		s := p.Stats()
@@ -229,6 +306,7 @@ var (
 	rpErrors    = prometheus.NewDesc("gocacheplugin_revproxy_upstream_errors_total", "Reverse proxy requests answered 502 or 504.", nil, nil)
 	rpBad       = prometheus.NewDesc("gocacheplugin_revproxy_bad_requests_total", "Malformed or refused reverse proxy requests.", nil, nil)
 	rpConnects  = prometheus.NewDesc("gocacheplugin_revproxy_connects_total", "CONNECT requests, by what was done with them.", []string{"kind"}, nil)
+	rpRefusedL  = prometheus.NewDesc("gocacheplugin_revproxy_refused_local_total", "Reverse proxy connections refused because they would reach a local address (loopback, link-local, this host's).", nil, nil)
 	rpTLSErrors = prometheus.NewDesc("gocacheplugin_revproxy_tls_errors_total", "Failed TLS handshakes with clients.", nil, nil)
 	rpTunnels   = prometheus.NewDesc("gocacheplugin_revproxy_open_tunnels", "Tunnels open now.", nil, nil)
 	rpBytes     = prometheus.NewDesc("gocacheplugin_revproxy_bytes_total", "Body bytes, by direction: served from the cache, fetched from origins.", []string{"direction"}, nil)
@@ -237,7 +315,7 @@ var (
 )
 
 func (c revProxyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rpHits, rpMisses, rpBypassed, rpWaits, rpFills, rpErrors, rpBad, rpConnects, rpTLSErrors, rpTunnels, rpBytes, rpMemory, rpMemoryN} {
+	for _, d := range []*prometheus.Desc{rpHits, rpMisses, rpBypassed, rpWaits, rpFills, rpErrors, rpBad, rpConnects, rpRefusedL, rpTLSErrors, rpTunnels, rpBytes, rpMemory, rpMemoryN} {
 		ch <- d
 	}
 }
@@ -266,6 +344,7 @@ func (c revProxyCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(rpConnects, s.Intercepts, "intercept")
 	counter(rpConnects, s.Tunnels, "tunnel")
 	counter(rpConnects, s.Refused, "refused")
+	counter(rpRefusedL, s.RefusedLocal)
 	counter(rpTLSErrors, s.TLSErrors)
 	gauge(rpTunnels, s.OpenTunnels)
 	counter(rpBytes, s.BytesServed, "served")

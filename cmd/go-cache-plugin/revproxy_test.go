@@ -279,7 +279,8 @@ func curl(t *testing.T, d *revDaemon, u string, args ...string) (http.Header, []
 // download; ten concurrent requests for one URL.
 func TestRevProxyClients(t *testing.T) {
 	o := startOrigin(t)
-	d := startRevDaemon(t, o, t.TempDir(), nil)
+	// The tunnel below goes to the origin's loopback address.
+	d := startRevDaemon(t, o, t.TempDir(), nil, "--revproxy-allow-local=127.0.0.1:"+revproxytest.Port(o.HTTPSAddr))
 	d.waitCount(t, regexp.MustCompile(`revproxy: created a CA: `), 1)
 
 	// The CA: its key is private, and the listener serves the certificate.

@@ -30,6 +30,8 @@ type serveConfig struct {
 	Mod modProxyFlags // modproxy.go
 	Rev revProxyFlags // revproxy.go
 
+	Access httpAccessFlags // access.go
+
 	envErrs []error
 }
 
@@ -46,11 +48,12 @@ func init() { serveEnv = append(append(serveEnv, modProxyEnv...), revProxyEnv...
 
 func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.Plugin, "plugin", "", "where to serve the cache-prog protocol: a port number (TCP on 127.0.0.1 only) or a Unix socket path")
-	fs.StringVar(&c.HTTP, "http", "", "address of the HTTP listener ([host]:port; loopback unless a host is given): /metrics, /healthz, /debug/pprof/, status page")
+	fs.StringVar(&c.HTTP, "http", "", "address of the HTTP listener ([host]:port; loopback unless a host is given): /metrics, /healthz, status page, and /debug/pprof/ on loopback (see --http-pprof)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long live sessions may take to finish before they are cut")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "drop a client that leaves its responses unread this long")
 	c.Mod.bind(fs)
 	c.Rev.bind(fs)
+	c.Access.bind(fs)
 	c.envErrs = applyEnv(fs, serveEnv)
 }
 
@@ -78,6 +81,9 @@ func (c *serveConfig) check() error {
 		return err
 	}
 	if err := c.Rev.check(); err != nil {
+		return err
+	}
+	if err := c.Access.check(c.HTTP); err != nil {
 		return err
 	}
 	if c.HTTP != "" {
@@ -111,7 +117,12 @@ All sessions share one store; the global flags (--cache-dir, --bucket, -c
 per session, ...) apply. A client's close ends its own session only.
 
 With --http, an HTTP listener serves /metrics (Prometheus), /healthz,
-/debug/pprof/ and a status page at /. The same listener can serve a caching,
+/debug/pprof/ and a status page at /. On a listener reachable beyond this
+host (--http=0.0.0.0:5970, say), pprof is off unless --http-pprof, and
+--http-token-file (or $GOCACHE_HTTP_TOKEN) makes every request but /healthz
+carry a token: "Authorization: Bearer <token>", or, through the proxy,
+HTTPS_PROXY=http://ci:<token>@host:5970. See "help revproxy" for what the
+proxy relays. The same listener can serve a caching,
 checksum-verified Go module proxy at /mod/ (--modproxy; see "help modproxy")
 and be a caching HTTP(S) proxy for other ecosystems' downloads (--revproxy;
 see "help revproxy"). With one of those, --plugin may be left out.
@@ -174,6 +185,8 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		}
 		defer hl.Close()
 		web = ops.New(version())
+		sc.Access.apply(web, hl, logf)
+		sc.Rev.loopbackListener = ops.IsLoopback(hl.Addr())
 		cfg.wrapRemote = web.InstrumentRemote
 	}
 

@@ -10,7 +10,13 @@
 //	/status.json    the same, as JSON
 //	/metrics        Prometheus text exposition
 //	/healthz        "ok" (200), or "shutting down" (503) once shutdown starts
-//	/debug/pprof/   net/http/pprof
+//	/debug/pprof/   net/http/pprof (unless [Access] turns it off)
+//
+// # Access
+//
+// [Server.SetAccess] sets an optional token, which every request but
+// /healthz must carry (401 without, 407 for proxy requests), and whether
+// pprof is served; see [Access].
 //
 // # Metrics
 //
@@ -64,6 +70,9 @@ type Server struct {
 	store     *store.Store
 	sessions  func() daemon.Stats
 	proxy     http.Handler
+	access    Access // see SetAccess
+	accessSet bool
+	tokenSum  []byte // SHA-256 of access.Token, nil without one
 
 	draining atomic.Bool
 	httpSrv  *http.Server // set by New
@@ -138,7 +147,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	proxy := s.proxy
 	s.mu.Unlock()
-	if proxy != nil && (r.Method == http.MethodConnect || r.URL.IsAbs()) {
+	isProxy := proxy != nil && (r.Method == http.MethodConnect || r.URL.IsAbs())
+	if !s.admit(w, r, isProxy) {
+		return
+	}
+	if isProxy {
 		proxy.ServeHTTP(w, r)
 		return
 	}

@@ -474,6 +474,12 @@ func (p *Proxy) respond(w *clientWriter, r *http.Request, ctx context.Context, s
 // upstreamError answers a request the origin did not: 504 for a timeout,
 // 502 otherwise.
 func (p *Proxy) upstreamError(w *clientWriter, r *http.Request, rawURL string, cause, err error) {
+	if re, ok := refusedAddr(err); ok {
+		p.stats.refusedLocal.Add(1)
+		p.logf("revproxy: %s %s: 403: %v", r.Method, rawURL, re)
+		http.Error(w, fmt.Sprintf("go-cache-plugin revproxy: %s %s: %v", r.Method, rawURL, re), http.StatusForbidden)
+		return
+	}
 	p.stats.upstreamErrors.Add(1)
 	code, what := http.StatusBadGateway, "the origin failed"
 	var ne net.Error

@@ -71,10 +71,15 @@ func (c *bufferedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
 // tunnel connects the client to authority, unchanged.
 func (p *Proxy) tunnel(w http.ResponseWriter, r *http.Request, authority string) {
-	d := net.Dialer{Timeout: 30 * time.Second}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	up, err := d.DialContext(ctx, "tcp", p.dialAddr(authority))
+	up, err := p.dialer.DialContext(ctx, "tcp", authority)
 	cancel()
+	if re, ok := refusedAddr(err); ok {
+		p.stats.refusedLocal.Add(1)
+		p.logf("revproxy: CONNECT %s: %v", authority, re)
+		http.Error(w, fmt.Sprintf("go-cache-plugin revproxy: CONNECT %s: %v", authority, re), http.StatusForbidden)
+		return
+	}
 	if err != nil {
 		p.stats.upstreamErrors.Add(1)
 		http.Error(w, fmt.Sprintf("go-cache-plugin revproxy: tunnel to %s: %v", authority, err), http.StatusBadGateway)

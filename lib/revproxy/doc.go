@@ -17,6 +17,13 @@
 // carry this proxy's Via token are refused (508): a target that leads back
 // to the proxy would otherwise loop.
 //
+// Every connection the proxy makes, tunnel or fetch for a target, passes
+// its [DialPolicy] ([Config.Policy]) on the address actually dialled: by
+// default loopback, link-local (cloud metadata) and this host's own
+// addresses are refused (403, with the reason), so that neither a client
+// nor a DNS name pointing at 127.0.0.1 can use the proxy to reach the
+// host's local services. [AddrRule]s allow named ones.
+//
 // # What is cached
 //
 // GET responses with status 200, unless the response says no-store or
@@ -91,7 +98,9 @@
 // <cache-dir>/revproxy): ca.pem, the certificate clients must trust, and
 // ca-key.pem, its ECDSA P-256 key, mode 0600. It is made once and reused;
 // two processes starting at once agree on one. [TrustStore.Install] adds
-// it to a Debian/Ubuntu system trust store.
+// it to a Debian/Ubuntu system trust store. [WriteBundle] writes
+// bundle.pem next to it: the system's roots and the CA, for clients that
+// trust one file of CAs only (npm's cafile).
 //
 // # Log format
 //
@@ -105,6 +114,8 @@
 //	revproxy: GET <url>: stored object <key>: <error>: removing it
 //	revproxy: <method> <url>: <502|503|504>: <error>
 //	revproxy: CONNECT <host:port>: TLS handshake with the client failed (does it trust the proxy's CA?): <error>
+//	revproxy: CONNECT <host:port>: refused to connect to <ip:port>: <reason>; ...
+//	revproxy: <method> <url>: 403: refused to connect to <ip:port>: <reason>; ...
 //
 // With [Config.Debugf] (the daemon's --debug), one line per request:
 //

@@ -47,6 +47,10 @@ type Config struct {
 	// Tunnel lets CONNECT requests for other hosts through, unchanged.
 	// Without it they are refused (403).
 	Tunnel bool
+	// Policy decides which addresses the proxy connects to, for tunnels
+	// and targets alike; the zero value refuses local addresses (see
+	// [DialPolicy]). Refused tunnels get 403, refused requests 403.
+	Policy DialPolicy
 	// Rules are the path rules marking responses as immutable; nil means
 	// DefaultRules. See [Rule].
 	Rules []Rule
@@ -79,8 +83,9 @@ type Config struct {
 	// TestRootCAs, if set, replaces the system's roots for verifying
 	// origins. For tests only.
 	TestRootCAs *x509.CertPool
-	// TestDialAddr, if set, is the IP address every connection to an
-	// origin goes to, keeping the port, whatever the host name. For
+	// TestDialAddr, if set, is the IP address every connection to a
+	// target's origin goes to, keeping the port, whatever the host name;
+	// these connections bypass Policy. Tunnels are not affected. For
 	// tests only: it lets made-up target names reach local servers.
 	TestDialAddr string
 }
@@ -97,6 +102,7 @@ type Proxy struct {
 	mem        *memCache
 	leaves     *leafCerts
 	transport  *http.Transport
+	dialer     *net.Dialer // applies cfg.Policy
 	logf       func(string, ...any)
 	debugf     func(string, ...any)
 
@@ -125,6 +131,7 @@ type counters struct {
 	storedDisk, storedMemory, uncacheable, aborted      atomic.Int64
 	storeErrors, upstreamErrors, badRequests            atomic.Int64
 	intercepts, tunnels, refused, tlsErrors, openTunnel atomic.Int64
+	refusedLocal                                        atomic.Int64
 	bytesServed, bytesFetched                           atomic.Int64
 }
 
@@ -146,6 +153,7 @@ type Stats struct {
 	Intercepts     int64 `json:"intercepts"`      // CONNECTs to targets, TLS terminated
 	Tunnels        int64 `json:"tunnels"`         // CONNECTs to other hosts, tunnelled
 	Refused        int64 `json:"refused"`         // CONNECTs to other hosts refused (tunnelling off)
+	RefusedLocal   int64 `json:"refused_local"`   // connections the DialPolicy refused (tunnels and requests)
 	TLSErrors      int64 `json:"tls_errors"`      // failed TLS handshakes with clients
 	OpenTunnels    int64 `json:"open_tunnels"`    // tunnels open now
 	BytesServed    int64 `json:"bytes_served"`    // body bytes of hits
@@ -164,7 +172,8 @@ func (p *Proxy) Stats() Stats {
 		Uncacheable: c.uncacheable.Load(), Aborted: c.aborted.Load(), StoreErrors: c.storeErrors.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), BadRequests: c.badRequests.Load(),
 		Intercepts: c.intercepts.Load(), Tunnels: c.tunnels.Load(), Refused: c.refused.Load(),
-		TLSErrors: c.tlsErrors.Load(), OpenTunnels: c.openTunnel.Load(),
+		RefusedLocal: c.refusedLocal.Load(),
+		TLSErrors:    c.tlsErrors.Load(), OpenTunnels: c.openTunnel.Load(),
 		BytesServed: c.bytesServed.Load(), BytesFetched: c.bytesFetched.Load(),
 	}
 	if p.mem != nil {
@@ -229,10 +238,14 @@ func New(cfg Config) (*Proxy, error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 
 	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	p.dialer = p.cfg.Policy.Dialer(dialer)
 	p.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy: that may be this one
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return dialer.DialContext(ctx, network, p.dialAddr(addr))
+			if p.cfg.TestDialAddr != "" {
+				return dialer.DialContext(ctx, network, p.dialAddr(addr))
+			}
+			return p.dialer.DialContext(ctx, network, addr)
 		},
 		TLSClientConfig:       &tls.Config{RootCAs: cfg.TestRootCAs},
 		ForceAttemptHTTP2:     true,

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,9 @@ type harnessOpts struct {
 	origin   *revproxytest.Origin
 	noTunnel bool
 	timeout  time.Duration
+	targets  []string    // nil: registry.test and files.test
+	realDial bool        // no TestDialAddr: targets are dialled by name
+	policy   *DialPolicy // nil: loopback allowed (the origin's address)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -85,17 +89,28 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	h.ca = ca
-	p, err := New(Config{
+	cfg := Config{
 		Store:           st,
 		CA:              ca,
 		Targets:         []string{"registry.test", "files.test"},
 		Tunnel:          !o.noTunnel,
+		Policy:          DialPolicy{Allow: []AddrRule{{Prefix: netip.MustParsePrefix("127.0.0.0/8")}}},
 		UpstreamTimeout: o.timeout,
 		Logf:            h.logs.logf,
 		Debugf:          h.logs.logf,
 		TestRootCAs:     h.origin.CAPool,
 		TestDialAddr:    "127.0.0.1",
-	})
+	}
+	if o.targets != nil {
+		cfg.Targets = o.targets
+	}
+	if o.realDial {
+		cfg.TestDialAddr = ""
+	}
+	if o.policy != nil {
+		cfg.Policy = *o.policy
+	}
+	p, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
