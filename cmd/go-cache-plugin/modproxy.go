@@ -164,9 +164,9 @@ Flags (each has a variable; see "help environment"):
   --modproxy-timeout    bound of each upstream request (30s; a zip's whole
                         download may take 20 times that)
 
-With -v the daemon logs fills, refusals and stale answers; with --debug,
-every request. /metrics has the proxy's counts under frontend="modproxy" and
-gocacheplugin_modproxy_*. More in docs/modproxy.md.`
+With -v the daemon logs fills, refusals and stale answers; with --debug=2
+(or --debug), every request. /metrics has the proxy's counts under
+frontend="modproxy" and gocacheplugin_modproxy_*. More in docs/modproxy.md.`
 
 // goEnv is what the module proxy needs of "go env".
 type goEnvVars struct {
