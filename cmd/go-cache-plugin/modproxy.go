@@ -250,12 +250,12 @@ func modProxyConfig(ctx context.Context, m *modProxyFlags, logf func(string, ...
 		}
 	}
 
-	list := m.SumDB.val
+	list, from := m.SumDB.val, fmt.Sprintf("--sumdb=%q", m.SumDB.val)
 	if !m.SumDB.set {
-		list = ""
+		list, from = "", fmt.Sprintf("GOSUMDB=%q", env.GOSUMDB)
 	}
 	if sumdbs, err = modproxy.SumDBKeys(list, env.GOSUMDB); err != nil {
-		return "", nil, "", fmt.Errorf("module proxy: %v", err)
+		return "", nil, "", fmt.Errorf("module proxy: %s: %v", from, err)
 	}
 	if len(sumdbs) == 0 {
 		logf("module proxy: WARNING: no checksum database (GOSUMDB or --sumdb off): module files are not verified")

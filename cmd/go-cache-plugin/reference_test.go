@@ -214,3 +214,30 @@ func writeReferenceDir(t *testing.T, src, dst string, mtime time.Time) int {
 	}
 	return n
 }
+
+// TestModProxyWithoutGo starts the module proxy on a host without the go
+// command: with the upstream given and GOSUMDB unset, it verifies against
+// the go command's default database with the key compiled in, and a name
+// in --sumdb takes its key from the daemon's GOSUMDB.
+func TestModProxyWithoutGo(t *testing.T) {
+	up := modproxytest.Start(t, modproxytest.ExampleModules()...)
+	var env []string
+	for _, kv := range cleanEnv() {
+		if k, _, _ := strings.Cut(kv, "="); k != "PATH" && k != "GOSUMDB" && k != "GONOSUMDB" && k != "GOPRIVATE" {
+			env = append(env, kv)
+		}
+	}
+	env = append(env, "PATH="+filepath.Dir(pluginBin)) // no go command
+	flags := []string{"serve", "--cache-dir=" + t.TempDir(), "--http=127.0.0.1:0", "--modproxy", "--modproxy-upstream=" + up.URL}
+
+	d := runDaemon(t, env, flags)
+	d.waitLine(t, regexp.MustCompile(`module proxy: go env: .*: using GOSUMDB="" GONOSUMDB="" GOPRIVATE="" from the environment`))
+	d.waitLine(t, regexp.MustCompile(`module proxy at /mod/: upstream \S+, verifying against sum\.golang\.org;`))
+
+	d2 := runDaemon(t, append(env, "GOSUMDB="+up.VerifierKey), append(flags, "--sumdb="+modproxytest.DBName, "--modproxy-nosumdb="))
+	d2.waitLine(t, regexp.MustCompile(`module proxy at /mod/: upstream \S+, verifying against `+regexp.QuoteMeta(modproxytest.DBName)+`;`))
+	runGo(t, t.TempDir(), modGoEnv(t, d2.httpURL+"/mod", up.VerifierKey), "mod", "download", "-json", "example.com/a@v1.1.0")
+	if n := d2.metric(t, "gocacheplugin_modproxy_verified_total"); n < 2 {
+		t.Errorf("%v module files verified, want the .mod and the .zip", n)
+	}
+}
