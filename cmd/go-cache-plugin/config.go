@@ -19,7 +19,7 @@ type config struct {
 	Concurrency  int
 	Metrics      bool
 	Verbose      bool
-	Debug        bool
+	Debug        debugMask // which front ends log every request (see debug.go)
 	DrainTimeout time.Duration
 
 	// Remote tier.
@@ -89,10 +89,10 @@ func defaultCacheDir() string {
 // bind defines the global flags on fs.
 func (c *config) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.CacheDir, "cache-dir", defaultCacheDir(), "local cache directory")
-	fs.IntVar(&c.Concurrency, "c", runtime.NumCPU(), "maximum number of requests handled at once")
+	fs.IntVar(&c.Concurrency, "c", runtime.NumCPU(), "maximum number of requests handled at once (0: the number of CPUs)")
 	fs.BoolVar(&c.Metrics, "metrics", false, "print a summary of cache metrics to stderr at exit")
 	fs.BoolVar(&c.Verbose, "v", false, "log cache decisions (misses from the bucket, rejected objects)")
-	fs.BoolVar(&c.Debug, "debug", false, "log every protocol request and response")
+	fs.Var(&c.Debug, "debug", "log every request: true (all), or a bit mask, 1 build cache, 2 module proxy, 4 reverse proxy (see \"help debug\")")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long close waits for pending uploads")
 	fs.StringVar(&c.Bucket, "bucket", "", "S3 bucket of the shared remote tier (none: local only)")
 	fs.StringVar(&c.Region, "region", "", "S3 region (default: asked of the bucket)")
@@ -100,7 +100,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&c.PathStyle, "s3-path-style", false, "use path-style S3 requests (http://host/bucket/key)")
 	fs.StringVar(&c.Prefix, "prefix", "", "prefix of every key in the bucket")
 	fs.Int64Var(&c.MinUploadSize, "min-upload-size", 0, "smallest object, in bytes, written to the bucket")
-	fs.IntVar(&c.UploadConcurrency, "u", runtime.NumCPU(), "maximum number of concurrent uploads to the bucket")
+	fs.IntVar(&c.UploadConcurrency, "u", runtime.NumCPU(), "maximum number of concurrent uploads to the bucket (0: the number of CPUs)")
 	c.bindLimits(fs)
 	c.bindManifest(fs)
 	c.envErrs = applyEnv(fs, globalEnv)
@@ -126,10 +126,17 @@ func applyEnv(fs *flag.FlagSet, vars []envVar) []error {
 	return errs
 }
 
-// check reports settings that are out of range.
+// check reports settings that are out of range. A concurrency of 0 is
+// the number of CPUs, as in the reference tool.
 func (c *config) check() error {
 	if len(c.envErrs) > 0 {
 		return c.envErrs[0]
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = runtime.NumCPU()
+	}
+	if c.UploadConcurrency == 0 {
+		c.UploadConcurrency = runtime.NumCPU()
 	}
 	if err := c.checkManifest(); err != nil {
 		return err
@@ -137,10 +144,10 @@ func (c *config) check() error {
 	switch {
 	case c.CacheDir == "":
 		return fmt.Errorf("--cache-dir must not be empty")
-	case c.Concurrency < 1:
-		return fmt.Errorf("-c must be at least 1, got %d", c.Concurrency)
-	case c.UploadConcurrency < 1:
-		return fmt.Errorf("-u must be at least 1, got %d", c.UploadConcurrency)
+	case c.Concurrency < 0:
+		return fmt.Errorf("-c must not be negative (0 is the number of CPUs), got %d", c.Concurrency)
+	case c.UploadConcurrency < 0:
+		return fmt.Errorf("-u must not be negative (0 is the number of CPUs), got %d", c.UploadConcurrency)
 	case c.MinUploadSize < 0:
 		return fmt.Errorf("--min-upload-size must not be negative")
 	case c.DrainTimeout < 0:
@@ -154,7 +161,7 @@ func (c *config) check() error {
 // environmentHelp is the text of "help environment".
 func environmentHelp(root *flag.FlagSet) string {
 	var b strings.Builder
-	b.WriteString("Environment variables.\n\nEach global flag takes its default from an environment variable; a flag on\nthe command line overrides it. Boolean variables take true/false/1/0.\n\n")
+	b.WriteString("Environment variables.\n\nEach global flag takes its default from an environment variable; a flag on\nthe command line overrides it. Boolean variables take true/false/1/0;\nGOCACHE_DEBUG also takes a bit mask (see \"help debug\").\n\n")
 	for _, v := range globalEnv {
 		f := root.Lookup(v.Flag)
 		usage := strings.TrimSuffix(f.Usage, fmt.Sprintf(" ($%s)", v.Env))

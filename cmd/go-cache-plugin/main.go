@@ -55,16 +55,7 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 			return failed(runDirect(env, cfg))
 		},
 		Commands: []*command.C{
-			command.HelpCommand([]command.HelpTopic{{
-				Name: "environment",
-				Help: "", // filled in below, once the flags exist
-			}, {
-				Name: "modproxy",
-				Help: modProxyHelp, // modproxy.go
-			}, {
-				Name: "revproxy",
-				Help: revProxyHelp, // revproxy.go
-			}}),
+			command.HelpCommand(helpTopics()), // helptopics.go
 			command.VersionCommand(),
 			serveCommand(cfg),
 			connectCommand(cfg),
@@ -73,6 +64,7 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 		},
 	}
 	announceStore(root.FindSubcommand("serve"), cfg)
+	refuseUnknownTopics(root)
 	env := root.NewEnv(cfg).MergeFlags(true)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -225,7 +217,7 @@ func runDirect(env *command.Env, cfg *config) error {
 	}
 	manifests, names := newManifests(cfg, cache), manifestNames(cfg, true)
 	srv := &cacheprog.Server{Handler: beginBuild(ctx, manifests, cache, names), MaxConcurrency: cfg.Concurrency}
-	if cfg.Debug {
+	if cfg.Debug.has(debugBuild) {
 		srv.Logf = logger(true)
 	}
 	err = srv.Serve(ctx, os.Stdin, os.Stdout)

@@ -60,6 +60,7 @@ func TestScripts(t *testing.T) {
 			env.Setenv("PATH", filepath.Dir(pluginBin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("XDG_CACHE_HOME", filepath.Join(env.WorkDir, ".cache"))
+			env.Setenv("SHARED_CACHE", sharedCache) // the warm cache dir of the tests that need no cold one
 			for _, v := range globalEnv {
 				env.Setenv(v.Env, "")
 			}

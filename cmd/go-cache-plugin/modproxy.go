@@ -12,13 +12,10 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/go-cache-plugin/go-cache-plugin/internal/ops"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/modproxy"
@@ -63,7 +60,7 @@ var modProxyEnv = []envVar{
 func (m *modProxyFlags) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&m.Enabled, "modproxy", false, "with --http: serve a caching, checksum-verified Go module proxy at /mod/")
 	fs.Var(&m.Upstream, "modproxy-upstream", "module proxy to fetch from (default: the first http(s) entry of go env GOPROXY that is not this server)")
-	fs.Var(&m.SumDB, "sumdb", "checksum databases to proxy and verify against, name+key[,name+key...] (the first verifies), or off (default: go env GOSUMDB)")
+	fs.Var(&m.SumDB, "sumdb", "checksum databases to proxy and verify against, comma-separated names or name+hash+key (the first verifies), or off (default: go env GOSUMDB; see \"help modproxy\")")
 	fs.Var(&m.NoSumDB, "modproxy-nosumdb", "module path patterns not verified, GONOSUMDB syntax (default: go env GONOSUMDB, else GOPRIVATE)")
 	fs.DurationVar(&m.TTL, "modproxy-ttl", modproxy.DefaultTTL, "how long list, @latest and the checksum database's latest are served before the upstream is asked again")
 	fs.DurationVar(&m.Timeout, "modproxy-timeout", modproxy.DefaultTimeout, "bound of each upstream request (zips: of the wait for the response; a zip may take 20 times longer)")
@@ -88,7 +85,9 @@ func (m *modProxyFlags) check() error {
 		}
 	}
 	if m.SumDB.set {
-		if _, err := parseSumDBs(m.SumDB.val); err != nil {
+		// A name's key may come from GOSUMDB: check the keys given here,
+		// and resolve names at startup (modProxyConfig).
+		if err := checkSumDBList(m.SumDB.val); err != nil {
 			return fmt.Errorf("--sumdb: %v", err)
 		}
 	}
@@ -106,22 +105,20 @@ func checkUpstream(s string) error {
 	return nil
 }
 
-// parseSumDBs parses the --sumdb list: verifier keys, "name+hash+key",
-// comma-separated, or "off" for none.
-func parseSumDBs(s string) ([]string, error) {
-	s = strings.TrimSpace(s)
-	if s == "off" || s == "" {
-		return nil, nil
-	}
+// checkSumDBList checks the entries of --sumdb that are verifier keys;
+// names are resolved by modproxy.SumDBKeys once GOSUMDB is known.
+func checkSumDBList(s string) error {
 	var keys []string
-	for k := range strings.SplitSeq(s, ",") {
-		k = strings.TrimSpace(k)
-		if _, err := note.NewVerifier(k); err != nil {
-			return nil, fmt.Errorf("%q: want name+hash+key (%v)", k, err)
+	for e := range strings.SplitSeq(s, ",") {
+		if e = strings.TrimSpace(e); strings.Contains(e, "+") {
+			keys = append(keys, e)
 		}
-		keys = append(keys, k)
 	}
-	return keys, nil
+	if len(keys) == 0 {
+		return nil
+	}
+	_, err := modproxy.SumDBKeys(strings.Join(keys, ","), "off")
+	return err
 }
 
 // modProxyHelp is the "help modproxy" topic: setup, flags and behaviour.
@@ -155,30 +152,32 @@ Flags (each has a variable; see "help environment"):
   --modproxy            serve the module proxy at /mod/ (needs --http)
   --modproxy-upstream   the proxy to fetch from; default: the first http(s)
                         entry of "go env GOPROXY" that is not this server
-  --sumdb               name+key[,name+key...]: the databases to proxy; the
-                        first verifies. "off": none. Default: go env GOSUMDB
-                        (a name alone takes its key from the go command's
-                        own list, in $GOROOT)
+  --sumdb               the databases to proxy, comma-separated; the first
+                        verifies. Each is a name (the reference tool's
+                        form) or name+hash+key. A name's key comes from
+                        GOSUMDB if it has one for that name, else from the
+                        keys compiled in (the go command's default
+                        database); "off": none. Default: go env GOSUMDB
   --modproxy-nosumdb    patterns of module paths not verified (GONOSUMDB
                         syntax); default: go env GONOSUMDB, else GOPRIVATE
   --modproxy-ttl        freshness of list, @latest and latest (1m)
   --modproxy-timeout    bound of each upstream request (30s; a zip's whole
                         download may take 20 times that)
 
-With -v the daemon logs fills, refusals and stale answers; with --debug,
-every request. /metrics has the proxy's counts under frontend="modproxy" and
-gocacheplugin_modproxy_*. More in docs/modproxy.md.`
+With -v the daemon logs fills, refusals and stale answers; with --debug=2
+(or --debug), every request. /metrics has the proxy's counts under
+frontend="modproxy" and gocacheplugin_modproxy_*. More in docs/modproxy.md.`
 
 // goEnv is what the module proxy needs of "go env".
 type goEnvVars struct {
-	GOPROXY, GOSUMDB, GONOSUMDB, GOPRIVATE, GOROOT string
+	GOPROXY, GOSUMDB, GONOSUMDB, GOPRIVATE string
 }
 
 // readGoEnv runs "go env -json".
 func readGoEnv(ctx context.Context) (goEnvVars, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "env", "-json", "GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE", "GOROOT")
+	cmd := exec.CommandContext(ctx, "go", "env", "-json", "GOPROXY", "GOSUMDB", "GONOSUMDB", "GOPRIVATE")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -217,42 +216,20 @@ func isLoopback(host string) bool {
 	return ip != nil && (ip.IsLoopback() || ip.IsUnspecified())
 }
 
-// sumDBKey returns the verifier key of GOSUMDB's value: "name+hash+key
-// [url]" has it; a bare name takes it from the go command's own list of
-// known databases, in the Go source tree at goroot.
-func sumDBKey(gosumdb, goroot string) (string, error) {
-	f := strings.Fields(gosumdb)
-	if len(f) == 0 {
-		return "", errors.New("empty")
-	}
-	if strings.Contains(f[0], "+") {
-		if _, err := note.NewVerifier(f[0]); err != nil {
-			return "", err
-		}
-		return f[0], nil
-	}
-	name := f[0]
-	src, err := os.ReadFile(filepath.Join(goroot, "src", "cmd", "go", "internal", "modfetch", "key.go"))
-	if err != nil {
-		return "", fmt.Errorf("no key for %q in GOSUMDB, and the go command's list is unreadable: %v", name, err)
-	}
-	re := regexp.MustCompile(`"(` + regexp.QuoteMeta(name) + `\+[0-9a-f]{8}\+[A-Za-z0-9+/=]+)"`)
-	m := re.FindSubmatch(src)
-	if m == nil {
-		return "", fmt.Errorf("no key for %q in GOSUMDB or the go command's list", name)
-	}
-	if _, err := note.NewVerifier(string(m[1])); err != nil {
-		return "", err
-	}
-	return string(m[1]), nil
-}
-
 // modProxyConfig resolves the flags, with "go env" for those not set.
 func modProxyConfig(ctx context.Context, m *modProxyFlags, logf func(string, ...any)) (upstream string, sumdbs []string, nosumdb string, err error) {
-	var env goEnvVars
+	// The go command's settings, or without it (not needed, or not on
+	// PATH) the checksum settings as the process's own variables have
+	// them: GOSUMDB may hold the key of a database --sumdb names.
+	env := goEnvVars{GOSUMDB: os.Getenv("GOSUMDB"), GONOSUMDB: os.Getenv("GONOSUMDB"), GOPRIVATE: os.Getenv("GOPRIVATE")}
 	var envErr error
 	if !m.Upstream.set || !m.SumDB.set || !m.NoSumDB.set {
-		env, envErr = readGoEnv(ctx)
+		var goenv goEnvVars
+		if goenv, envErr = readGoEnv(ctx); envErr == nil {
+			env = goenv
+		} else if !m.SumDB.set || !m.NoSumDB.set {
+			logf("module proxy: %v: using GOSUMDB=%q GONOSUMDB=%q GOPRIVATE=%q from the environment", envErr, env.GOSUMDB, env.GONOSUMDB, env.GOPRIVATE)
+		}
 	}
 	need := func(flag string) error {
 		return fmt.Errorf("module proxy: cannot read %s from the go command (%v): set it with %s", flag, envErr, flag)
@@ -273,23 +250,12 @@ func modProxyConfig(ctx context.Context, m *modProxyFlags, logf func(string, ...
 		}
 	}
 
-	if m.SumDB.set {
-		sumdbs, _ = parseSumDBs(m.SumDB.val) // checked
-	} else {
-		if envErr != nil {
-			return "", nil, "", need("--sumdb")
-		}
-		switch g := strings.TrimSpace(env.GOSUMDB); g {
-		case "off":
-		case "":
-			return "", nil, "", errors.New("module proxy: go env GOSUMDB is empty: set --sumdb (name+key, or off)")
-		default:
-			key, err := sumDBKey(g, env.GOROOT)
-			if err != nil {
-				return "", nil, "", fmt.Errorf("module proxy: GOSUMDB=%q: %v: set --sumdb=name+key", g, err)
-			}
-			sumdbs = []string{key}
-		}
+	list, from := m.SumDB.val, fmt.Sprintf("--sumdb=%q", m.SumDB.val)
+	if !m.SumDB.set {
+		list, from = "", fmt.Sprintf("GOSUMDB=%q", env.GOSUMDB)
+	}
+	if sumdbs, err = modproxy.SumDBKeys(list, env.GOSUMDB); err != nil {
+		return "", nil, "", fmt.Errorf("module proxy: %s: %v", from, err)
 	}
 	if len(sumdbs) == 0 {
 		logf("module proxy: WARNING: no checksum database (GOSUMDB or --sumdb off): module files are not verified")
@@ -297,9 +263,6 @@ func modProxyConfig(ctx context.Context, m *modProxyFlags, logf func(string, ...
 
 	nosumdb = m.NoSumDB.val
 	if !m.NoSumDB.set {
-		if envErr != nil {
-			return "", nil, "", need("--modproxy-nosumdb")
-		}
 		nosumdb = env.GONOSUMDB
 		if nosumdb == "" {
 			nosumdb = env.GOPRIVATE
@@ -332,7 +295,7 @@ func startModProxy(ctx context.Context, cfg *config, m *modProxyFlags, st *store
 		OnLookup:   fe.Lookup,
 		OnStore:    fe.Store,
 	}
-	if cfg.Debug {
+	if cfg.Debug.has(debugModProxy) {
 		pc.Debugf = logf
 	}
 	p, err := modproxy.New(pc)
@@ -340,7 +303,7 @@ func startModProxy(ctx context.Context, cfg *config, m *modProxyFlags, st *store
 		return nil, err
 	}
 	registerModProxyMetrics(web.Registry(), p)
-	web.Handle("/mod/", http.StripPrefix("/mod", p))
+	web.HandleRaw("/mod/", http.StripPrefix("/mod", p)) // paths as sent: the proxy refuses dot segments
 
 	var dbs []string
 	for _, k := range sumdbs {

@@ -248,7 +248,7 @@ func TestModProxyConfig(t *testing.T) {
 		{[]string{"GOPROXY=direct"}, []string{"--sumdb=off"}, "set --modproxy-upstream"},
 		{[]string{"GOPROXY=http://127.0.0.1:1/mod"}, []string{"--sumdb=bad"}, "--sumdb"},
 		{nil, []string{"--modproxy-upstream=ftp://x"}, "--modproxy-upstream"},
-		{[]string{"GOPROXY=http://127.0.0.1:1/mod", "GOSUMDB=nokey.example"}, nil, "set --sumdb"},
+		{[]string{"GOPROXY=http://127.0.0.1:1/mod", "GOSUMDB=nokey.example"}, nil, "in --sumdb (GOCACHE_SUMDB) or GOSUMDB"},
 	} {
 		args := append([]string{"serve", "--cache-dir=" + t.TempDir(), "--http=127.0.0.1:0", "--modproxy"}, tc.args...)
 		cmd := exec.Command(pluginBin, args...)

@@ -243,7 +243,7 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 		Recorder:        web.NewFrontEnd("revproxy"),
 		Logf:            logger(cfg.Verbose),
 	}
-	if cfg.Debug {
+	if cfg.Debug.has(debugRevProxy) {
 		rc.Debugf = logf
 	}
 	if addr := os.Getenv(revProxyTestDialEnv); addr != "" {

@@ -243,7 +243,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 			Logf:           logf,
 			Verbosef:       logger(cfg.Verbose),
 		}
-		if cfg.Debug {
+		if cfg.Debug.has(debugBuild) {
 			d.Debugf = logf
 		}
 		go func() { serveErr <- d.Serve(pl) }()

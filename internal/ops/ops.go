@@ -62,7 +62,7 @@ type Server struct {
 	version string
 	start   time.Time
 	reg     *prometheus.Registry
-	mux     *http.ServeMux
+	mux     *rawMux // an http.ServeMux, and HandleRaw's prefixes (rawpath.go)
 	metrics *metrics
 
 	mu        sync.Mutex
@@ -85,7 +85,7 @@ func New(version string) *Server {
 		version: version,
 		start:   time.Now(),
 		reg:     prometheus.NewRegistry(),
-		mux:     http.NewServeMux(),
+		mux:     newRawMux(),
 	}
 	s.metrics = newMetrics(s)
 	s.reg.MustRegister(

@@ -16,6 +16,11 @@
 // a bucket it wrote is read as is; a record without a size is completed when
 // its output has been faulted in and verified.
 //
+// A local directory the reference tool wrote is read as is too: its action
+// records are "<output-id> <size>\n", with the time of the put in the
+// file's modification time. Such a record is used with that time and, on
+// its first hit, rewritten in this package's local form.
+//
 // Outputs are uploaded before the action records that name them, so another
 // worker never finds an action whose output has not been written.
 //
@@ -95,8 +100,8 @@ func (c *Cache) logf(format string, args ...any) {
 // record is a parsed action record.
 type record struct {
 	outputID []byte
-	time     time.Time
-	size     int64 // -1 if the record has none (the remote form)
+	time     time.Time // zero if the record has none (the reference tool's local form)
+	size     int64     // -1 if the record has none (the remote form)
 }
 
 func (r record) local() []byte {
@@ -107,9 +112,14 @@ func (r record) remote() []byte {
 	return fmt.Appendf(nil, "%x %d", r.outputID, r.time.UnixNano())
 }
 
-// parseRecord parses an action record in either form. It is on the path
-// of every lookup, so it splits the fields by hand.
-func parseRecord(data []byte) (record, error) {
+// parseRecord parses an action record read from the local directory
+// (local) or the remote tier. Three fields are "<output-id> <unix-nanos>
+// <size>" in either place; two are "<output-id> <unix-nanos>" in the
+// remote tier, but "<output-id> <size>" in the local directory, where
+// only the reference tool writes two (the record's time is then zero: the
+// caller takes the file's modification time). It is on the path of every
+// lookup, so it splits the fields by hand.
+func parseRecord(data []byte, local bool) (record, error) {
 	var f [4]string
 	n := 0
 	for field := range strings.FieldsSeq(string(data)) {
@@ -125,6 +135,13 @@ func parseRecord(data []byte) (record, error) {
 	oid, err := hex.DecodeString(f[0])
 	if err != nil || len(oid) != cacheprog.IDSize {
 		return record{}, fmt.Errorf("action record has invalid output ID %q", f[0])
+	}
+	if n == 2 && local {
+		size, err := strconv.ParseInt(f[1], 10, 64)
+		if err != nil || size < 0 {
+			return record{}, fmt.Errorf("action record has invalid size %q", f[1])
+		}
+		return record{outputID: oid, size: size}, nil
 	}
 	ns, err := strconv.ParseInt(f[1], 10, 64)
 	if err != nil || ns < 0 {
@@ -145,7 +162,7 @@ var Links = store.Links{KindAction: recordTarget}
 
 // recordTarget returns the output an action record names.
 func recordTarget(data []byte) (store.Key, bool) {
-	rec, err := parseRecord(data)
+	rec, err := parseRecord(data, true)
 	if err != nil {
 		return store.Key{}, false
 	}
@@ -159,7 +176,7 @@ func outputKey(id []byte) store.Key { return store.Key{Kind: KindOutput, Name: h
 // local directory when the action record and its output are both there and
 // well formed, and answers a miss when there is no record and no remote
 // tier to ask. Anything else (a remote tier to consult, a record without a
-// size, a damaged record, an error) is left to Get.
+// size or a time, a damaged record, an error) is left to Get.
 func (c *Cache) GetFast(actionID []byte) (cacheprog.Entry, bool, bool) {
 	akey := actionKey(actionID)
 	data, ok, err := c.Store.ReadLocal(akey, maxRecord)
@@ -173,8 +190,8 @@ func (c *Cache) GetFast(actionID []byte) (cacheprog.Entry, bool, bool) {
 		c.gets.Add(1)
 		return cacheprog.Entry{}, false, true
 	}
-	rec, err := parseRecord(data)
-	if err != nil || rec.size < 0 {
+	rec, err := parseRecord(data, true)
+	if err != nil || rec.size < 0 || rec.time.IsZero() {
 		return cacheprog.Entry{}, false, false
 	}
 	obj, ok := c.Store.GetLocal(outputKey(rec.outputID), store.Check{Size: rec.size, SHA256: rec.outputID})
@@ -206,7 +223,7 @@ func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool
 			return cacheprog.Entry{}, false, nil
 		}
 	}
-	rec, err := parseRecord(data)
+	rec, err := parseRecord(data, local)
 	if err != nil {
 		c.logf("%s: %v: ignored", akey, err)
 		if local {
@@ -219,8 +236,19 @@ func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool
 	if err != nil || !ok {
 		return cacheprog.Entry{}, false, err
 	}
-	if !local || rec.size < 0 {
-		// The output is verified and local now; keep the action with it.
+	reference := local && rec.time.IsZero()
+	if reference {
+		// The reference tool's record: the time of its put is the
+		// file's modification time (the output's, if the record has
+		// gone meanwhile).
+		rec.time = obj.ModTime
+		if a, ok, err := c.Store.Stat(akey); err == nil && ok {
+			rec.time = a.ModTime
+		}
+	}
+	if !local || rec.size < 0 || reference {
+		// The output is verified and local now; keep the action with it,
+		// in the local form.
 		rec.size = obj.Size
 		if _, err := c.Store.WriteBytes(ctx, akey, rec.local()); err != nil {
 			return cacheprog.Entry{}, false, err

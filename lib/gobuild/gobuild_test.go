@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,7 +198,7 @@ func TestParseRecord(t *testing.T) {
 		{fmt.Sprintf("  %s\t%d  42 \n", hexID, ns), 42},
 	}
 	for _, tt := range good {
-		r, err := parseRecord([]byte(tt.in))
+		r, err := parseRecord([]byte(tt.in), false)
 		if err != nil {
 			t.Errorf("parseRecord(%q): %v", tt.in, err)
 			continue
@@ -227,14 +228,31 @@ func TestParseRecord(t *testing.T) {
 		"\x00\x01\x02 garbage",
 	}
 	for _, in := range bad {
-		if r, err := parseRecord([]byte(in)); err == nil {
+		if r, err := parseRecord([]byte(in), false); err == nil {
 			t.Errorf("parseRecord(%q) = %+v, want error", in, r)
 		}
 	}
 
+	// In the local directory, two fields are the reference tool's
+	// output and size, without a time.
+	for _, in := range []string{fmt.Sprintf("%s 42\n", hexID), fmt.Sprintf("%s 42", hexID)} {
+		r, err := parseRecord([]byte(in), true)
+		if err != nil || !bytes.Equal(r.outputID, oid) || r.size != 42 || !r.time.IsZero() {
+			t.Errorf("local parseRecord(%q) = %+v, %v; want size 42, no time", in, r, err)
+		}
+	}
+	for _, in := range []string{fmt.Sprintf("%s -1\n", hexID), fmt.Sprintf("%s big", hexID), fmt.Sprintf("%s 99999999999999999999", hexID)} {
+		if r, err := parseRecord([]byte(in), true); err == nil {
+			t.Errorf("local parseRecord(%q) = %+v, want error", in, r)
+		}
+	}
+	if r, err := parseRecord(fmt.Appendf(nil, "%s %d 42\n", hexID, ns), true); err != nil || r.time.UnixNano() != ns || r.size != 42 {
+		t.Errorf("local three-field record = %+v, %v", r, err)
+	}
+
 	// The two forms round-trip.
 	r := record{outputID: oid, time: time.Unix(0, ns), size: 99}
-	if got, err := parseRecord(r.local()); err != nil || got.size != 99 || got.time.UnixNano() != ns {
+	if got, err := parseRecord(r.local(), true); err != nil || got.size != 99 || got.time.UnixNano() != ns {
 		t.Errorf("local form %q parses as %+v, %v", r.local(), got, err)
 	}
 	if want := fmt.Sprintf("%s %d", hexID, ns); string(r.remote()) != want {
@@ -311,7 +329,7 @@ func readAction(t *testing.T, c *Cache, aid []byte) record {
 	if n := len(strings.Fields(string(data))); n != 3 {
 		t.Errorf("local action record %q has %d fields, want 3", data, n)
 	}
-	rec, err := parseRecord(data)
+	rec, err := parseRecord(data, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,24 +400,71 @@ func TestCorruptLocalRecord(t *testing.T) {
 	}
 }
 
-func TestLocalTwoFieldRecord(t *testing.T) {
-	// A local record in the remote form (say, copied from a bucket) is
-	// used, and completed with the size.
-	ctx := context.Background()
-	c := newCache(t, nil)
-	data := []byte("output")
-	aid := actionID("two fields")
-	put(t, c, aid, data)
-	const ns = 1600000000000000001
-	if _, err := c.Store.WriteBytes(ctx, actionKey(aid), fmt.Appendf(nil, "%x %d", outputID(data), ns)); err != nil {
+// referenceDir writes, under dir, the files of the reference tool's local
+// directory for an action of name whose output is data: the record
+// "<output-id> <size>\n" with its time as the file's modification time, and
+// the output. sizeInRecord is the size the record claims.
+func referenceDir(t *testing.T, dir, name string, data []byte, sizeInRecord int64, mtime time.Time) []byte {
+	t.Helper()
+	aid, oid := actionID(name), outputID(data)
+	a, o := hex.EncodeToString(aid), hex.EncodeToString(oid)
+	apath := filepath.Join(dir, "action", a[:2], a)
+	writeFile(t, apath, fmt.Appendf(nil, "%s %d\n", o, sizeInRecord))
+	writeFile(t, filepath.Join(dir, "output", o[:2], o), data)
+	if err := os.Chtimes(apath, time.Time{}, mtime); err != nil {
 		t.Fatal(err)
 	}
-	if e := mustGet(t, c, aid); e.Time.UnixNano() != ns || e.Size != int64(len(data)) {
-		t.Errorf("Get = %+v", e)
+	return aid
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
 	}
-	if rec := readAction(t, c, aid); rec.size != int64(len(data)) || rec.time.UnixNano() != ns {
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLocalReferenceLayout opens a local directory the reference tool
+// wrote: its two-field records are output and size, the time is the
+// record file's modification time, and a hit rewrites the record in the
+// local form.
+func TestLocalReferenceLayout(t *testing.T) {
+	dir := t.TempDir()
+	mtime := time.Date(2024, 3, 4, 5, 6, 7, 123456789, time.UTC)
+	data := []byte("an output the reference tool wrote")
+	aid := referenceDir(t, dir, "reference", data, int64(len(data)), mtime)
+	wrong := referenceDir(t, dir, "wrong size", []byte("another output"), 3, mtime)
+	st, err := store.Open(store.Options{Dir: dir, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cache{Store: st, Logf: t.Logf}
+
+	// The fast path leaves a record without a time to Get.
+	if _, _, done := c.GetFast(aid); done {
+		t.Error("GetFast answered for a record without a time")
+	}
+	e := mustGet(t, c, aid)
+	if !e.Time.Equal(mtime) || e.Size != int64(len(data)) || !bytes.Equal(e.OutputID, outputID(data)) {
+		t.Errorf("Get = %+v; want time %v, size %d", e, mtime, len(data))
+	}
+	if got, err := os.ReadFile(e.DiskPath); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("DiskPath holds %q, %v", got, err)
+	}
+	rec := readAction(t, c, aid) // checks 3 fields
+	if !rec.time.Equal(mtime) || rec.size != int64(len(data)) {
 		t.Errorf("record rewritten as %+v", rec)
 	}
+	if e2, hit, done := c.GetFast(aid); !done || !hit || !e2.Time.Equal(mtime) {
+		t.Errorf("GetFast after the rewrite = %+v, %v, %v", e2, hit, done)
+	}
+
+	// A size that does not match the output is a miss, as it is for the
+	// reference tool.
+	mustMiss(t, c, wrong)
 }
 
 func TestOutputDeleted(t *testing.T) {

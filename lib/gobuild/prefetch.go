@@ -476,7 +476,7 @@ func (b *build) prefetch(ctx context.Context, e manifestEntry) {
 			return
 		}
 		var err error
-		if rec, err = parseRecord(data); err != nil {
+		if rec, err = parseRecord(data, false); err != nil {
 			return
 		}
 		obj, local, ok = b.fetchOutput(ctx, rec)
@@ -510,7 +510,7 @@ func (c *Cache) haveLocal(id []byte) bool {
 	if err != nil || !ok {
 		return false
 	}
-	rec, err := parseRecord(data)
+	rec, err := parseRecord(data, true)
 	if err != nil || rec.size < 0 {
 		return false
 	}

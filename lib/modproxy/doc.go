@@ -21,7 +21,10 @@
 // Module paths and versions are case-encoded ("!" before an upper-case
 // letter) and checked with golang.org/x/mod/module before anything else
 // happens: a bad path or version is a 400 or 404 with a message, never an
-// upstream request nor a file. A database that is not configured is a 404,
+// upstream request nor a file. A dot segment ("." or "..", also when it was
+// percent-encoded) is a 400: mount the proxy where the path reaches it as
+// sent (an [http.ServeMux] answers such paths with a redirect to the
+// cleaned path before any handler runs). A database that is not configured is a 404,
 // so that the go command falls back to its next proxy or to the database
 // itself, as it does for any proxy that does not support it.
 //
@@ -74,7 +77,12 @@
 // proofs. The check runs on the complete temporary file (store.Check.Verify),
 // both for files from the upstream and for files faulted in from the bucket.
 // A mismatch, or a database that cannot answer, is a 502 whose body says
-// why; nothing is cached. Module paths matching Config.NoSumDB (the
+// why; nothing is cached.
+//
+// Config.SumDBs takes verifier keys. [SumDBKeys] selects them from a list
+// of names or keys (the daemon's --sumdb) and GOSUMDB, taking a name's key
+// from GOSUMDB or from the well-known keys compiled in ([KnownKey]), as
+// the go command does for its default database. Module paths matching Config.NoSumDB (the
 // GONOSUMDB syntax) are not checked; with no database, nothing is.
 //
 // # Logs

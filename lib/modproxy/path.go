@@ -100,6 +100,15 @@ func parsePath(p string, dbs func(string) bool) (request, error) {
 			return request{}, badRequest("invalid character %q in path", c)
 		}
 	}
+	// Dot segments, sent as they are or percent-encoded (the path here is
+	// decoded), are refused rather than resolved: no module path, version
+	// or database path has one, and a mount point that cleaned them
+	// would serve another path than the one asked for.
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return request{}, badRequest("path has a %q segment: dot segments are not allowed in module proxy paths", seg)
+		}
+	}
 	if rest, ok := strings.CutPrefix(p, "sumdb/"); ok {
 		return parseSumPath(p, rest, dbs)
 	}
