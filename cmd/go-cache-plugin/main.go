@@ -70,6 +70,7 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 			connectCommand(cfg),
 			pruneCommand(cfg),
 			statsCommand(cfg),
+			canonicalMtimesCommand(),
 		},
 	}
 	announceStore(root.FindSubcommand("serve"), cfg)
