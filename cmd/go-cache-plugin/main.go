@@ -71,6 +71,7 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 			pruneCommand(cfg),
 			statsCommand(cfg),
 			canonicalMtimesCommand(),
+			summaryCommand(),
 		},
 	}
 	announceStore(root.FindSubcommand("serve"), cfg)
@@ -208,6 +209,7 @@ func warnf(format string, args ...any) {
 
 // runDirect serves the cache-prog protocol on stdin and stdout.
 func runDirect(env *command.Env, cfg *config) error {
+	start := time.Now()
 	if isTerminal(os.Stdin) {
 		fmt.Fprintln(os.Stderr, "go-cache-plugin: serving the cache-prog protocol on stdin; "+
 			"the go command runs this for you with GOCACHEPROG=go-cache-plugin (see go-cache-plugin help)")
@@ -234,6 +236,7 @@ func runDirect(env *command.Env, cfg *config) error {
 		printMetrics(cache, st)
 		printPrefetchMetrics(manifests, names)
 	}
+	appendMetricsFile(cfg, start, cache, st, manifests, names)
 	if errors.Is(err, cacheprog.ErrNoClose) {
 		logger(cfg.Verbose)("%v", err)
 		return nil
