@@ -109,7 +109,7 @@ func runSummary(w io.Writer, path string, sc *summaryConfig) error {
 
 // writeSummaryText prints the totals as key=value pairs, one group a line.
 func writeSummaryText(w io.Writer, t metricsfile.Totals, bad int) {
-	fmt.Fprintf(w, "processes=%d with_bucket=%d read_only=%d bad_lines=%d busy=%s span=%s\n",
+	fmt.Fprintf(w, "processes=%d with_bucket=%d read_only_processes=%d bad_lines=%d busy=%s span=%s\n",
 		t.Processes, t.Remote, t.ReadOnly, bad, t.Busy.Round(time.Millisecond), t.Last.Sub(t.First).Round(time.Millisecond))
 	c := t.Cache
 	fmt.Fprintf(w, "gets=%d hits=%d misses=%d puts=%d put_bytes=%d\n", c.Gets, c.Hits, t.Misses(), c.Puts, c.PutBytes)
