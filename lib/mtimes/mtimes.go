@@ -389,8 +389,7 @@ type dirEntry struct {
 // (deepest first) the time derived from its entries.
 func setTimes(root string, files []*file, res *Result) error {
 	entries := map[string][]dirEntry{".": nil}
-	var addDirs func(d string)
-	addDirs = func(d string) {
+	addDirs := func(d string) {
 		for d != "." {
 			if _, ok := entries[d]; ok {
 				return
