@@ -191,6 +191,12 @@ var inputRE = regexp.MustCompile(`\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}`)
 // uses runs the action's steps with the given inputs and returns their
 // combined output. A failing step fails the test.
 func (r *actionRunner) uses(a *actionFile, with map[string]string) string {
+	r.t.Helper()
+	return r.usesSteps(a, with, "")
+}
+
+// usesSteps is uses, running only the step named only if it is not "".
+func (r *actionRunner) usesSteps(a *actionFile, with map[string]string, only string) string {
 	t := r.t
 	t.Helper()
 	for name := range with {
@@ -199,7 +205,12 @@ func (r *actionRunner) uses(a *actionFile, with map[string]string) string {
 		}
 	}
 	var all strings.Builder
+	ran := false
 	for _, st := range a.steps {
+		if only != "" && st.name != only {
+			continue
+		}
+		ran = true
 		env := append(r.env(), "GITHUB_ACTION_PATH="+a.dir)
 		for _, kv := range st.env {
 			val := inputRE.ReplaceAllStringFunc(kv[1], func(m string) string {
@@ -226,6 +237,9 @@ func (r *actionRunner) uses(a *actionFile, with map[string]string) string {
 		if err != nil {
 			t.Fatalf("step %q: %v\n%s", st.name, err, all.String())
 		}
+	}
+	if !ran {
+		t.Fatalf("no step %q", only)
 	}
 	return all.String()
 }

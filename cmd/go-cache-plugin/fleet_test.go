@@ -284,6 +284,32 @@ func TestFleet(t *testing.T) {
 	t.Run("FreshClone", f.testFreshClone)
 	t.Run("ChangedTestdata", f.testChangedTestdata)
 	t.Run("NoCredentials", f.testNoCredentials)
+	t.Run("Events", f.testEvents)
+}
+
+// testEvents: the configure step decides read-only from the event and the
+// read-only input.
+func (f *fleet) testEvents(t *testing.T) {
+	samePR := `{"pull_request":{"head":{"repo":{"full_name":"owner/fleet","fork":false}},"base":{"repo":{"full_name":"owner/fleet"}}}}`
+	gonePR := `{"pull_request":{"head":{"repo":null},"base":{"repo":{"full_name":"owner/fleet"}}}}`
+	for _, c := range []struct {
+		name, event, json, readOnly, want string
+	}{
+		{"push", "push", `{}`, "auto", "false"},
+		{"same-repo PR", "pull_request", samePR, "auto", "false"},
+		{"fork PR", "pull_request_target", forkEvent, "auto", "true"},
+		{"head repository deleted", "pull_request", gonePR, "auto", "true"},
+		{"fork PR, read-only: false", "pull_request", forkEvent, "false", "false"},
+		{"push, read-only: true", "push", `{}`, "true", "true"},
+	} {
+		r := newActionRunner(t, f.work, c.event, c.json, f.jobEnv(t, true))
+		with := f.withInputs()
+		with["read-only"] = c.readOnly
+		out := r.usesSteps(f.action, with, "Configure go-cache-plugin")
+		if got := r.getenv("GOCACHE_READ_ONLY"); got != c.want {
+			t.Errorf("%s: GOCACHE_READ_ONLY=%q; want %q\n%s", c.name, got, c.want, out)
+		}
+	}
 }
 
 // forkEvent is a pull_request event from a fork, as GitHub writes the

@@ -152,8 +152,12 @@ func gitTop(ctx context.Context, dir string) (string, error) {
 	}
 	out, err := git(ctx, dir, "rev-parse", "--is-inside-work-tree", "--show-toplevel")
 	if err != nil {
-		// Not a repository, or a .git directory: walk it as plain files.
-		return "", nil
+		if strings.Contains(err.Error(), "not a git repository") {
+			return "", nil // walk it as plain files
+		}
+		// A repository git refuses (dubious ownership, a broken .git):
+		// walking it as plain files would take in what git does not track.
+		return "", fmt.Errorf("canonical-mtimes: %w", err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if len(lines) != 2 || lines[0] != "true" {
@@ -170,6 +174,7 @@ func gitTop(ctx context.Context, dir string) (string, error) {
 func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, "git", append([]string{"--literal-pathspecs", "-c", "core.quotePath=false"}, args...)...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "LC_ALL=C") // messages are matched: see gitTop
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

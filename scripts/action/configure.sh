@@ -106,6 +106,7 @@ if [[ "$prog" == *" "* ]]; then
 fi
 setenv GOCACHEPROG "$prog"
 setenv GOCACHE_DIR "${INPUT_CACHE_DIR:-$home/cache}"
+mkdir -p "$home"
 setenv GOCACHE_METRICS_FILE "$home/metrics.jsonl"
 : >"$home/metrics.jsonl"
 if [[ -n "$bucket" ]]; then
