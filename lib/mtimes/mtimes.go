@@ -19,7 +19,9 @@
 // hashes are the blob hashes of the index (git ls-files --stage), so files
 // need not be read; only files whose work-tree copy differs from the index
 // (git diff-files) are hashed, the same way git hashes a blob, so that the
-// time does not depend on whether git or Set hashed the file. No history is
+// time does not depend on whether git or Set hashed the file (except under
+// git's content filters, such as CRLF conversion, where the index holds
+// the hash of a file's clean form and Set hashes the bytes). No history is
 // needed: shallow clones work. Symbolic links, submodules and files git does
 // not track are left alone. Outside git, every regular file below the
 // directory is hashed, .git directories left out.
