@@ -18,6 +18,7 @@ type config struct {
 	CacheDir     string
 	Concurrency  int
 	Metrics      bool
+	MetricsFile  string // see summary.go
 	Verbose      bool
 	Debug        debugMask // which front ends log every request (see debug.go)
 	DrainTimeout time.Duration
@@ -103,6 +104,7 @@ func (c *config) bind(fs *flag.FlagSet) {
 	fs.IntVar(&c.UploadConcurrency, "u", runtime.NumCPU(), "maximum number of concurrent uploads to the bucket (0: the number of CPUs)")
 	c.bindLimits(fs)
 	c.bindManifest(fs)
+	c.bindMetricsFile(fs)
 	c.envErrs = applyEnv(fs, globalEnv)
 }
 

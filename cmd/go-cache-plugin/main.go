@@ -61,6 +61,8 @@ Objects are kept in --cache-dir and, with --bucket, in a shared S3 bucket.`,
 			connectCommand(cfg),
 			pruneCommand(cfg),
 			statsCommand(cfg),
+			canonicalMtimesCommand(),
+			summaryCommand(),
 		},
 	}
 	announceStore(root.FindSubcommand("serve"), cfg)
@@ -199,6 +201,7 @@ func warnf(format string, args ...any) {
 
 // runDirect serves the cache-prog protocol on stdin and stdout.
 func runDirect(env *command.Env, cfg *config) error {
+	start := time.Now()
 	if isTerminal(os.Stdin) {
 		fmt.Fprintln(os.Stderr, "go-cache-plugin: serving the cache-prog protocol on stdin; "+
 			"the go command runs this for you with GOCACHEPROG=go-cache-plugin (see go-cache-plugin help)")
@@ -225,6 +228,7 @@ func runDirect(env *command.Env, cfg *config) error {
 		printMetrics(cache, st)
 		printPrefetchMetrics(manifests, names)
 	}
+	appendMetricsFile(cfg, start, cache, st, manifests, names)
 	if errors.Is(err, cacheprog.ErrNoClose) {
 		logger(cfg.Verbose)("%v", err)
 		return nil
