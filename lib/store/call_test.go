@@ -84,7 +84,8 @@ var packHeader = []byte("header\n")
 // the breaker told to match (closed by an answer, open again after a
 // failure, and free for the next probe after a call that says nothing of
 // the remote). A call that returned without telling the breaker would
-// leave it refusing every call.
+// leave it refusing every call. With the breaker open, each kind of call
+// is skipped without a remote call.
 func TestCallOutcomes(t *testing.T) {
 	get := func(e *outcomeEnv) { e.s.Get(e.ctx, e.key, e.check) }
 	readRaw := func(e *outcomeEnv) { e.s.ReadRemoteRaw(e.ctx, rawName, 100) }
@@ -211,6 +212,35 @@ func TestCallOutcomes(t *testing.T) {
 			e.s.WritePack(e.ctx, packName, packHeader, objs)
 		}, outLocal, callCounts{}},
 	}
+	// With the breaker open, every kind of call is skipped: no remote
+	// call, counted as skipped (an upload, as dropped).
+	for _, sk := range []struct {
+		name             string
+		run              func(*outcomeEnv)
+		skipped, dropped int64
+	}{
+		{"get", get, 1, 0}, {"raw read", readRaw, 1, 0}, {"pack read", readPack, 1, 0},
+		{"upload file", uploadFile, 0, 1}, {"upload data", uploadData, 0, 1},
+		{"write", writeRaw, 1, 0}, {"write pack", writePack, 1, 0},
+	} {
+		t.Run(sk.name+"/skipped", func(t *testing.T) {
+			fr := newFakeRemote()
+			s := openStore(t, "", fr)
+			defer s.Close(context.Background())
+			data := []byte("an object of the outcome test")
+			key, check := contentKey("output", data)
+			e := &outcomeEnv{t: t, s: s, fr: fr, data: data, key: key, check: check, ctx: context.Background(), cancel: func() {}}
+			halfOpen(s)
+			setOpenUntil(&s.remote.breaker, time.Now().Add(time.Hour))
+			sk.run(e)
+			closeStore(t, s)
+			calls := fr.count("get", "") + fr.count("get_range", "") + fr.count("exists", "") + fr.count("put", "")
+			if st := s.Stats(); calls != 0 || st.RemoteSkipped != sk.skipped || st.UploadsDropped != sk.dropped || st.Breaker != "open" {
+				t.Errorf("%d remote calls, stats %v; want none, remote_skipped=%d uploads_dropped=%d breaker=open", calls, st, sk.skipped, sk.dropped)
+			}
+		})
+	}
+
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
