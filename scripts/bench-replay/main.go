@@ -105,6 +105,25 @@ func command(fs *flag.FlagSet, args []string) ([]string, error) {
 	return fs.Args(), nil
 }
 
+// start starts the program with pipes to its stdin and from its stdout;
+// its stderr is ours.
+func start(prog []string) (*exec.Cmd, io.WriteCloser, io.ReadCloser, error) {
+	cmd := exec.Command(prog[0], prog[1:]...)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, nil, fmt.Errorf("start %s: %w", prog[0], err)
+	}
+	return cmd, in, out, nil
+}
+
 // record runs the program with this process's stdin and stdout, copying
 // every line of both directions to the file.
 func record(args []string) error {
@@ -123,18 +142,9 @@ func record(args []string) error {
 	}
 	rec := &recorder{w: bufio.NewWriterSize(f, 1<<20)}
 
-	cmd := exec.Command(prog[0], prog[1:]...)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
+	cmd, in, resp, err := start(prog)
 	if err != nil {
-		return err
-	}
-	resp, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("record: start %s: %w", prog[0], err)
+		return fmt.Errorf("record: %w", err)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -334,19 +344,10 @@ func replay(args []string) error {
 		sent[r.id] = i
 	}
 
-	cmd := exec.Command(prog[0], prog[1:]...)
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
 	begin := time.Now()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("replay: start %s: %w", prog[0], err)
+	cmd, in, out, err := start(prog)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
 	}
 	defer cmd.Process.Kill() // if we return early; a no-op after Wait
 
