@@ -219,7 +219,7 @@ func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool
 		return cacheprog.Entry{}, false, err
 	}
 	if !local {
-		if data, _ = c.Store.ReadRemote(ctx, akey); data == nil {
+		if data, _ = c.Store.ReadRemoteKey(context.WithoutCancel(ctx), akey, maxRecord); data == nil {
 			return cacheprog.Entry{}, false, nil
 		}
 	}

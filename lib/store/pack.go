@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"strings"
 
@@ -280,35 +279,34 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 		}
 		defer dec.Close()
 	}
-	if !r.breaker.allow() {
-		s.stats.remoteSkipped.Add(1)
-		fail()
-		return
-	}
-	body, err := openWithin(ctx, transferTimeout(n), func(ctx context.Context) (io.ReadCloser, error) {
-		return r.remote.GetRange(ctx, name, start, n)
+	spec := callSpec{kind: callRange, op: "read", name: name, total: transferTimeout(n), firstByte: true}
+	out := r.call(ctx, spec, func(c *callState) error {
+		body, err := r.remote.GetRange(c.ctx, name, start, n)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		c.answered()
+		var end int64
+		i, end, err = s.unpack(name, objs, i, dec, errReader{body}, done)
+		c.bytes = end - start
+		return err
 	})
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		r.breaker.release()
-		fail()
-		return
-	case errors.Is(err, fs.ErrNotExist):
-		r.breaker.success()
-		s.stats.remoteMisses.Add(1)
+	if out == outNotFound {
 		s.logf("pack %s: not found", name)
-		fail()
-		return
-	default:
-		r.failedRaw("read", name, err)
-		fail()
-		return
 	}
-	defer body.Close()
+	fail()
+}
 
+// unpack reads the objects of a pack from body, a stream of the pack from
+// the offset of objs[i], and installs them as ReadPack says. It returns
+// the index of the first object it did not call done for, the offset in
+// the pack where it stopped reading, and the error that stopped it: a
+// failure of the stream, or a [corruptError] for a pack that ends early.
+func (s *Store) unpack(name string, objs []Packed, i int, dec *zstd.Decoder, body io.Reader, done func(int, Object, bool)) (int, int64, error) {
+	start := objs[i].Offset
 	pos := start
-	stream := &recordingReader{r: errReader{body}}
+	stream := &recordingReader{r: body}
 	var streamErr error // the stream failed: a remote failure
 	short := false      // the stream ended early: the pack is not what its reader thinks
 	for ; i < len(objs); i++ {
@@ -367,25 +365,18 @@ func (s *Store) ReadPack(ctx context.Context, name string, objs []Packed, done f
 			s.logf("pack %s: install %s: %v", name, o.Key, err)
 			done(i, Object{}, false)
 		default:
-			r.uploaded.Store(o.Key.String(), true)
+			s.remote.uploaded.Store(o.Key.String(), true)
 			s.stats.remoteHits.Add(1)
 			done(i, obj, true)
 		}
 	}
-	s.stats.bytesDown.Add(pos - start)
 	switch {
-	case streamErr != nil && ctx.Err() != nil:
-		r.breaker.release() // abandoned: says nothing of the remote
 	case streamErr != nil:
-		r.failedRaw("read", name, streamErr)
+		return i, pos, streamErr
 	case short:
-		r.breaker.success()
-		s.stats.corruptRemote.Add(1)
-		s.logf("pack %s ends %d bytes into the range read, before %s: the rest is not installed", name, pos-start, objs[i].Key)
-	default:
-		r.breaker.success()
+		return i, pos, corruptf("pack %s ends %d bytes into the range read, before %s: the rest is not installed", name, pos-start, objs[i].Key)
 	}
-	fail()
+	return i, pos, nil
 }
 
 // A recordingReader keeps the first error other than io.EOF its reader

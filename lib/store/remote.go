@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -47,7 +46,6 @@ const (
 	breakerThreshold = 2                // consecutive failures that open the breaker
 	breakerBase      = 5 * time.Second  // first open period
 	breakerMax       = 2 * time.Minute  // longest open period
-	maxRecordSize    = 4 << 10          // largest object ReadRemote returns
 	defaultUploads   = 4
 )
 
@@ -142,33 +140,6 @@ func (r *remoteTier) faultIn(ctx context.Context, key Key, check Check) (Object,
 	return Object{}, false, nil
 }
 
-// getWithDeadline opens key on remote with a deadline of timeout for the
-// whole transfer and of firstByteTimeout for the response to arrive. If
-// the remote declares a size that takes longer to transfer (an object
-// whose size the caller did not know), the deadline is that size's
-// transferTimeout from the start instead. The returned reader's Close
-// releases the deadline.
-func getWithDeadline(ctx context.Context, remote Remote, key Key, timeout time.Duration) (io.ReadCloser, int64, error) {
-	start := time.Now()
-	ctx, cancelCause := context.WithCancelCause(ctx)
-	deadline := time.AfterFunc(timeout, func() { cancelCause(context.DeadlineExceeded) })
-	cancel := func() { deadline.Stop(); cancelCause(nil) }
-	t := time.AfterFunc(firstByteTimeout, func() { cancelCause(errNoResponse) })
-	rc, size, err := remote.Get(ctx, key.String())
-	t.Stop()
-	if err != nil {
-		if context.Cause(ctx) == errNoResponse {
-			err = fmt.Errorf("%w: %v", errNoResponse, err)
-		}
-		cancel()
-		return nil, 0, err
-	}
-	if longer := transferTimeout(size); size > 0 && longer > timeout && deadline.Stop() {
-		deadline.Reset(longer - time.Since(start))
-	}
-	return cancelCloser{rc, cancel}, size, nil
-}
-
 // firstByteTimeout bounds the wait for a fetch's response: a miss is
 // cheaper than a wait. A variable so that tests can shorten it.
 var firstByteTimeout = 3 * time.Second
@@ -177,18 +148,6 @@ var firstByteTimeout = 3 * time.Second
 // firstByteTimeout. It opens the breaker at once: a remote that does not
 // answer at all would otherwise cost that timeout once more.
 var errNoResponse = errors.New("no response in time")
-
-// cancelCloser cancels a context when the reader is closed.
-type cancelCloser struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c cancelCloser) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
-}
 
 // readError marks an error from reading the remote stream, as opposed to
 // writing the local file or verifying the content.
@@ -209,67 +168,47 @@ func (e errReader) Read(p []byte) (int, error) {
 
 // fetch does the work of faultIn. Every failure is a miss.
 func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, bool) {
-	if !r.breaker.allow() {
-		r.s.stats.remoteSkipped.Add(1)
-		return Object{}, false
-	}
 	timeout := remoteTimeout
 	if check.Size > 0 {
 		timeout = transferTimeout(check.Size)
 	}
-	rc, size, err := getWithDeadline(ctx, r.remote, key, timeout)
-	if errors.Is(err, fs.ErrNotExist) {
-		r.breaker.success()
-		r.s.stats.remoteMisses.Add(1)
-		return Object{}, false
-	} else if err != nil {
-		r.failed("fetch", key, err)
-		return Object{}, false
-	}
-	defer rc.Close()
-	if check.Size < 0 {
-		// Nothing expected: hold the stream to what it declared, so that
-		// one cut short without an error is not installed.
-		check.Size = size
-	}
-	if check.Size >= 0 && size >= 0 && size != check.Size {
-		r.breaker.success()
-		r.s.stats.corruptRemote.Add(1)
-		r.s.logf("remote %s is %d bytes, want %d: not installed", key, size, check.Size)
-		return Object{}, false
-	}
-	obj, err := r.s.install(key, errReader{rc}, check)
-	var rerr readError
-	switch {
-	case errors.As(err, &rerr):
-		r.failed("fetch", key, rerr.err)
-		return Object{}, false
-	case errors.Is(err, errMismatch):
-		r.breaker.success()
-		r.s.stats.corruptRemote.Add(1)
-		r.s.logf("remote %v: not installed", err)
-		return Object{}, false
-	case err != nil:
-		r.breaker.release() // a local fault says nothing about the remote
-		r.s.logf("fault in %s: %v", key, err)
+	var obj Object
+	spec := callSpec{kind: callRead, op: "fetch", name: key.String(), total: timeout, firstByte: true}
+	out := r.call(ctx, spec, func(c *callState) error {
+		rc, size, err := r.remote.Get(c.ctx, key.String())
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		c.answered()
+		c.moving(size)
+		if check.Size < 0 {
+			// Nothing expected: hold the stream to what it declared, so
+			// that one cut short without an error is not installed.
+			check.Size = size
+		}
+		if check.Size >= 0 && size >= 0 && size != check.Size {
+			return corruptf("remote %s is %d bytes, want %d: not installed", key, size, check.Size)
+		}
+		obj, err = r.s.install(key, errReader{rc}, check)
+		var rerr readError
+		switch {
+		case errors.As(err, &rerr):
+			return rerr.err
+		case errors.Is(err, errMismatch):
+			return corruptf("remote %v: not installed", err)
+		case err != nil:
+			r.s.logf("fault in %s: %v", key, err)
+			return localError{err}
+		}
+		c.bytes = obj.Size
+		return nil
+	})
+	if out != outOK {
 		return Object{}, false
 	}
-	r.breaker.success()
 	r.uploaded.Store(key.String(), true)
-	r.s.stats.remoteHits.Add(1)
-	r.s.stats.bytesDown.Add(obj.Size)
 	return obj, true
-}
-
-// failed records a remote failure.
-func (r *remoteTier) failed(op string, key Key, err error) {
-	r.s.stats.remoteErrors.Add(1)
-	if r.breaker.failure(errors.Is(err, errNoResponse)) {
-		r.abortCalls()
-		r.s.logf("remote tier failing (%s %s: %v); skipping it for %v", op, key, err, r.breaker.openFor())
-		return
-	}
-	r.s.logf("remote %s %s: %v", op, key, err)
 }
 
 // RemoteDown reports that the remote tier is known to be unusable (a
@@ -287,43 +226,6 @@ func (s *Store) RemoteDown(err error) {
 	b.mu.Unlock()
 	s.remote.abortCalls()
 	s.logf("remote tier unavailable, skipping it for %v: %v", breakerMax, err)
-}
-
-// ReadRemote reads a small object (at most 4 KiB) from the remote tier
-// without installing it locally. Every failure is a miss.
-func (s *Store) ReadRemote(ctx context.Context, key Key) ([]byte, bool) {
-	r := s.remote
-	if r == nil || key.valid() != nil {
-		return nil, false
-	}
-	if !r.breaker.allow() {
-		s.stats.remoteSkipped.Add(1)
-		return nil, false
-	}
-	rc, _, err := getWithDeadline(context.WithoutCancel(ctx), r.remote, key, remoteTimeout)
-	if errors.Is(err, fs.ErrNotExist) {
-		r.breaker.success()
-		s.stats.remoteMisses.Add(1)
-		return nil, false
-	} else if err != nil {
-		r.failed("read", key, err)
-		return nil, false
-	}
-	defer rc.Close()
-	data, err := io.ReadAll(io.LimitReader(rc, maxRecordSize+1))
-	if err != nil {
-		r.failed("read", key, err)
-		return nil, false
-	}
-	r.breaker.success()
-	if len(data) > maxRecordSize {
-		s.stats.corruptRemote.Add(1)
-		s.logf("remote %s is longer than %d bytes: ignored", key, maxRecordSize)
-		return nil, false
-	}
-	s.stats.remoteHits.Add(1)
-	s.stats.bytesDown.Add(int64(len(data)))
-	return data, true
 }
 
 // Upload writes items to the remote tier behind the caller, in order; if
@@ -390,23 +292,24 @@ func (r *remoteTier) work() {
 // upload writes the items of one job in order.
 func (r *remoteTier) upload(job []Upload) {
 	for i, it := range job {
-		if r.ctx.Err() != nil || !r.breaker.allow() {
+		if r.ctx.Err() != nil {
 			r.s.stats.uploadsDropped.Add(int64(len(job) - i))
 			return
 		}
-		err := r.put(it)
-		if errors.Is(err, errGone) {
-			// Nothing was sent; the rest of the job (a record naming
-			// this object, say) must not be either.
-			r.breaker.release()
+		out, err := r.put(it)
+		switch {
+		case out == outSkipped:
+			r.s.stats.uploadsDropped.Add(int64(len(job) - i))
+			return
+		case out == outLocal && !errors.Is(err, errNoCall):
+			// Nothing was sent (the local file has gone, say); the
+			// rest of the job (a record naming this object) must not
+			// be either.
 			r.s.stats.uploadsDropped.Add(int64(len(job) - i))
 			r.s.logf("upload %s: %v: %d uploads dropped", it.Key, err, len(job)-i)
 			return
-		}
-		if err != nil {
-			r.s.stats.uploadErrors.Add(1)
+		case out == outFailed:
 			r.s.stats.uploadsDropped.Add(int64(len(job) - i - 1))
-			r.failed("upload", it.Key, err)
 			return
 		}
 	}
@@ -416,51 +319,55 @@ func (r *remoteTier) upload(job []Upload) {
 var errGone = errors.New("local file gone")
 
 // put uploads one item, unless it is a file already in the remote tier.
-func (r *remoteTier) put(it Upload) error {
+// The error is the one that ended the call, if any.
+func (r *remoteTier) put(it Upload) (outcome, error) {
+	name := it.Key.String()
+	var failure error
+	spec := callSpec{kind: callUpload, op: "upload", name: name, total: remoteTimeout}
+	out := r.call(r.uploadContext(), spec, func(c *callState) error {
+		failure = r.putItem(c, it)
+		return failure
+	})
+	return out, failure
+}
+
+// putItem is the call of put.
+func (r *remoteTier) putItem(c *callState, it Upload) error {
 	name := it.Key.String()
 	if it.Path == "" {
-		ctx, cancel := context.WithTimeout(r.uploadContext(), remoteTimeout)
-		defer cancel()
-		if err := r.remote.Put(ctx, name, bytes.NewReader(it.Data), int64(len(it.Data))); err != nil {
+		if err := r.remote.Put(c.ctx, name, bytes.NewReader(it.Data), int64(len(it.Data))); err != nil {
 			return err
 		}
-		r.breaker.success()
-		r.s.stats.uploads.Add(1)
-		r.s.stats.bytesUp.Add(int64(len(it.Data)))
+		c.bytes = int64(len(it.Data))
 		return nil
 	}
-
 	if _, ok := r.uploaded.Load(name); ok {
-		r.breaker.release() // no remote call made
-		r.s.stats.uploadsFound.Add(1)
-		return nil
+		c.found = true
+		return errNoCall
 	}
 	f, err := os.Open(it.Path)
 	if err != nil {
 		// Trimmed locally since the write: nothing to send.
-		return fmt.Errorf("%w: %v", errGone, err)
+		return localError{fmt.Errorf("%w: %v", errGone, err)}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", it.Path, err)
+		return localError{fmt.Errorf("stat %s: %w", it.Path, err)}
 	}
-	ctx, cancel := context.WithTimeout(r.uploadContext(), transferTimeout(fi.Size()))
-	defer cancel()
-	found, err := r.remote.Exists(ctx, name)
+	c.moving(fi.Size())
+	found, err := r.remote.Exists(c.ctx, name)
 	if err != nil {
 		return err
 	}
-	if !found {
-		if err := r.remote.Put(ctx, name, f, fi.Size()); err != nil {
+	if found {
+		c.found = true
+	} else {
+		if err := r.remote.Put(c.ctx, name, f, fi.Size()); err != nil {
 			return err
 		}
-		r.s.stats.uploads.Add(1)
-		r.s.stats.bytesUp.Add(fi.Size())
-	} else {
-		r.s.stats.uploadsFound.Add(1)
+		c.bytes = fi.Size()
 	}
-	r.breaker.success()
 	r.uploaded.Store(name, true)
 	return nil
 }

@@ -443,8 +443,8 @@ func TestBreakerOpensAfterFailures(t *testing.T) {
 	if _, ok, err := s.Get(ctx, key, check); ok || err != nil {
 		t.Errorf("Get while open = %v, %v, want miss", ok, err)
 	}
-	if _, ok := s.ReadRemote(ctx, key); ok {
-		t.Error("ReadRemote while open: hit")
+	if _, ok := s.ReadRemoteKey(ctx, key, maxRecordSize); ok {
+		t.Error("ReadRemoteKey while open: hit")
 	}
 	// Uploads are dropped without calling the remote.
 	s.Upload(Upload{Key: key, Data: []byte("skipped")}, Upload{Key: Key{Kind: "action", Name: "ab"}, Data: []byte("x")})
@@ -679,6 +679,9 @@ func TestBreakerProbeNotUsedByLocalFailure(t *testing.T) {
 	}
 }
 
+// maxRecordSize is the bound of the small reads in the tests.
+const maxRecordSize = 4 << 10
+
 func TestReadRemote(t *testing.T) {
 	ctx := context.Background()
 	fr := newFakeRemote()
@@ -687,9 +690,9 @@ func TestReadRemote(t *testing.T) {
 
 	key := Key{Kind: "action", Name: "00aa"}
 	fr.set(key.String(), []byte("small record"))
-	data, ok := s.ReadRemote(ctx, key)
+	data, ok := s.ReadRemoteKey(ctx, key, maxRecordSize)
 	if !ok || string(data) != "small record" {
-		t.Errorf("ReadRemote = %q, %v", data, ok)
+		t.Errorf("ReadRemoteKey = %q, %v", data, ok)
 	}
 	checkAbsent(t, s, key) // not installed locally
 	if st := s.Stats(); st.BytesDown != int64(len("small record")) {
@@ -698,33 +701,33 @@ func TestReadRemote(t *testing.T) {
 
 	max := Key{Kind: "action", Name: "00bb"}
 	fr.set(max.String(), bytes.Repeat([]byte("m"), maxRecordSize))
-	if data, ok := s.ReadRemote(ctx, max); !ok || len(data) != maxRecordSize {
-		t.Errorf("ReadRemote of %d bytes = %d bytes, %v", maxRecordSize, len(data), ok)
+	if data, ok := s.ReadRemoteKey(ctx, max, maxRecordSize); !ok || len(data) != maxRecordSize {
+		t.Errorf("ReadRemoteKey of %d bytes = %d bytes, %v", maxRecordSize, len(data), ok)
 	}
 
 	big := Key{Kind: "action", Name: "00cc"}
 	fr.set(big.String(), bytes.Repeat([]byte("b"), maxRecordSize+1))
-	if data, ok := s.ReadRemote(ctx, big); ok || data != nil {
-		t.Errorf("ReadRemote of %d bytes = %d bytes, %v, want miss", maxRecordSize+1, len(data), ok)
+	if data, ok := s.ReadRemoteKey(ctx, big, maxRecordSize); ok || data != nil {
+		t.Errorf("ReadRemoteKey of %d bytes = %d bytes, %v, want miss", maxRecordSize+1, len(data), ok)
 	}
 	if st := s.Stats(); st.CorruptRemote != 1 {
 		t.Errorf("CorruptRemote = %d, want 1", st.CorruptRemote)
 	}
 
-	if data, ok := s.ReadRemote(ctx, Key{Kind: "action", Name: "00dd"}); ok || data != nil {
-		t.Errorf("ReadRemote of absent key = %q, %v", data, ok)
+	if data, ok := s.ReadRemoteKey(ctx, Key{Kind: "action", Name: "00dd"}, maxRecordSize); ok || data != nil {
+		t.Errorf("ReadRemoteKey of absent key = %q, %v", data, ok)
 	}
 	if st := s.Stats(); st.RemoteMisses != 1 || st.RemoteErrors != 0 {
 		t.Errorf("stats = %v, want one miss, no errors", st)
 	}
 
 	fr.setFault("get", key.String(), fault{err: errRemoteDown})
-	if data, ok := s.ReadRemote(ctx, key); ok || data != nil {
-		t.Errorf("ReadRemote with failing Get = %q, %v", data, ok)
+	if data, ok := s.ReadRemoteKey(ctx, key, maxRecordSize); ok || data != nil {
+		t.Errorf("ReadRemoteKey with failing Get = %q, %v", data, ok)
 	}
 	fr.setFault("get", key.String(), fault{failAfter: 3})
-	if data, ok := s.ReadRemote(ctx, key); ok || data != nil {
-		t.Errorf("ReadRemote with failing stream = %q, %v", data, ok)
+	if data, ok := s.ReadRemoteKey(ctx, key, maxRecordSize); ok || data != nil {
+		t.Errorf("ReadRemoteKey with failing stream = %q, %v", data, ok)
 	}
 	if st := s.Stats(); st.RemoteErrors != 2 {
 		t.Errorf("RemoteErrors = %d, want 2", st.RemoteErrors)
@@ -732,8 +735,8 @@ func TestReadRemote(t *testing.T) {
 
 	// Without a remote tier it is always a miss.
 	local := openStore(t, "", nil)
-	if data, ok := local.ReadRemote(ctx, key); ok || data != nil {
-		t.Errorf("ReadRemote without remote = %q, %v", data, ok)
+	if data, ok := local.ReadRemoteKey(ctx, key, maxRecordSize); ok || data != nil {
+		t.Errorf("ReadRemoteKey without remote = %q, %v", data, ok)
 	}
 }
 

@@ -80,6 +80,50 @@
 // directory, "<kind>/<xx>/<name>"; the [Remote] adds any bucket prefix.
 // A remote failure is never an error to the caller: it is a miss, counted
 // and logged.
+//
+// Every remote call (a fault-in, a small or raw read, a ranged read of a
+// pack, an upload's Exists and Put, a raw write) takes one path, which
+// bounds it (a first-byte deadline of a few seconds for reads, a total one
+// that grows with the bytes moved) and ends it in exactly one outcome:
+//
+//	ok           the remote answered with the object        breaker closed again
+//	not found    the remote answered that there is none     breaker closed again; a miss
+//	corrupt      the remote answered with other bytes       breaker closed again; counted, never installed
+//	caller gone  the caller's context ended (reads, raw writes; not fault-ins or uploads)   breaker untouched
+//	local fault  a local file could not be read or written  breaker untouched
+//	failure      an error, a stream cut by an error, a deadline passed   counts towards opening the breaker
+//
+// Two consecutive failures open the breaker, as does one call that gets
+// no response at all; while it is open the remote tier is skipped (each
+// skip counted), and after the open period one call probes it: an answer
+// closes it, a failure opens it for twice as long (up to two minutes), and
+// a call that says nothing of the remote lets the next one probe.
+//
+// # Log format
+//
+// Lines go to [Options.Logf], one per decision or failure; nothing is
+// logged for a hit, a miss or an upload that succeeds:
+//
+//	remote <fetch|read|upload> <key or name>: <error>                      a remote failure
+//	remote tier failing (<op> <key>: <error>); skipping it for <period>   the failure that opened the breaker
+//	remote tier unavailable, skipping it for 2m0s: <error>                 from Store.RemoteDown
+//	remote <key> is <n> bytes, want <m>: not installed                     a fault-in of the wrong size
+//	remote content does not match: <key>: <why>: not installed             a fault-in failing its check
+//	remote <name> is longer than <max> bytes: ignored                      a small read of an object too long
+//	fault in <key>: <error>                                                a local fault during a fault-in
+//	upload <key>: <error>: <n> uploads dropped                             an upload's local file has gone
+//	upload: <error>: job dropped                                           an upload job with an invalid key
+//	pack <name>: not found                                                 a pack read
+//	pack <name>: content does not match: <key>: <why>: not installed       an object of a pack
+//	pack <name>: install <key>: <error>                                    an object of a pack, a local fault
+//	pack <name> ends <n> bytes into the range read, before <key>: the rest is not installed
+//	local <key> is <n> bytes, want <m>: removing it                        a local object failing its size check
+//	remove <path>: <error>
+//	trim <when>: removed <n> objects (<b> bytes) in <duration>; <n> objects (<b> bytes) left
+//	trim <when>: <n> bytes over the size bound, in objects that may be in use
+//	trim <when>: <error>
+//	cannot register as a user of the cache directory: <error>; recording every use
+//	cannot lock <file>: <error>; trims will leave recently used objects alone
 package store
 
 import (

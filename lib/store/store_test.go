@@ -388,8 +388,8 @@ func TestInvalidKeys(t *testing.T) {
 			if err := s.Remove(key); err == nil {
 				t.Error("Remove: no error")
 			}
-			if data, ok := s.ReadRemote(ctx, key); ok || data != nil {
-				t.Error("ReadRemote: hit")
+			if data, ok := s.ReadRemoteKey(ctx, key, 1<<10); ok || data != nil {
+				t.Error("ReadRemoteKey: hit")
 			}
 		})
 	}
