@@ -130,7 +130,7 @@ The daemon serves its own user and root only. It learns each client's user
 from the kernel (SO_PEERCRED on the socket, the socket table for TCP) and
 refuses others, with a message that connect prints. --allow-users and
 --allow-group serve further local users; the socket is then made 0660 in
-the (first) group for --allow-group alone, 0666 with --allow-users. A user
+the group if --allow-group names one group and nothing else, else 0666. A user
 who is served must be able to read the objects in --cache-dir, since the
 go command reads them by path: the daemon checks the directories down to
 them and its umask, and refuses, saying what to change, a user who could

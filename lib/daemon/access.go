@@ -296,12 +296,16 @@ func (p *Policy) checkNew(path string, dir fs.FileInfo, gids []int, perm, bit fs
 		}
 	}
 	mode := perm &^ p.Umask
+	member := slices.Contains(gids, gid)
 	shift, class := 6, "others"
-	if slices.Contains(gids, gid) {
-		shift, class = 3, "group "+groupName(gid)
+	if member {
+		shift = 3
 	}
 	if mode&(bit>>shift) != 0 {
 		return nil
+	}
+	if member {
+		class = "group " + groupName(gid)
 	}
 	return fmt.Errorf("the daemon creates each new %s in %s with mode %04o (umask %04o) in group %s, and the user falls under %s; "+
 		"run the daemon with umask 0022, or with umask 0027 and --allow-group, the cache directory in that group and its directories setgid (chgrp -R <group> DIR; find DIR -type d -exec chmod g+s {} +)",

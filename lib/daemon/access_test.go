@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
@@ -203,5 +204,26 @@ func TestPolicyReadable(t *testing.T) {
 				t.Errorf("own user refused: %v", err)
 			}
 		})
+	}
+}
+
+// BenchmarkPolicyAdmitReadable measures the check made for each session
+// of a served user other than the daemon's own, on a cache directory with
+// all 256 output shards.
+func BenchmarkPolicyAdmitReadable(b *testing.B) {
+	dir := b.TempDir()
+	for i := range 256 {
+		if err := os.MkdirAll(filepath.Join(dir, "output", fmt.Sprintf("%02x", i)), 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for d := dir; d != filepath.Clean(os.TempDir()) && d != filepath.Dir(d); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	p := Policy{Self: os.Geteuid(), Users: []int{1001}, CacheDir: dir, Umask: 0o022, Egid: os.Getegid(), LookupUser: testUsers}
+	for b.Loop() {
+		if err := p.Admit(Peer{Network: "unix", UID: 1001}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
