@@ -40,14 +40,14 @@ func PeerOf(conn net.Conn) Peer {
 	if a := conn.RemoteAddr(); a != nil && a.String() != "@" {
 		p.Addr = a.String()
 	}
-	switch conn.(type) {
+	switch c := conn.(type) {
 	case *net.UnixConn:
 		p.Network = "unix"
 		p.Addr = ""
-		p.UID, p.PID, p.Err = unixPeerCred(conn.(*net.UnixConn))
+		p.UID, p.PID, p.Err = unixPeerCred(c)
 	case *net.TCPConn:
 		p.Network = "tcp"
-		p.UID, p.Err = tcpPeerUID(conn.(*net.TCPConn))
+		p.UID, p.Err = tcpPeerUID(c)
 	default:
 		if a := conn.LocalAddr(); a != nil {
 			p.Network = a.Network()
