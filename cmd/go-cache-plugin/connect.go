@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -27,7 +28,7 @@ var connectEnv = []envVar{
 }
 
 func (c *connectConfig) bind(fs *flag.FlagSet) {
-	fs.BoolVar(&c.Fallback, "fallback", false, "if the daemon is unreachable, run the cache in-process (direct mode, global flags) instead of failing")
+	fs.BoolVar(&c.Fallback, "fallback", false, "if the daemon is unreachable or refuses this user, run the cache in-process (direct mode, global flags) instead of failing")
 	c.envErrs = applyEnv(fs, connectEnv)
 }
 
@@ -49,9 +50,12 @@ which then talks to the go command directly, with nothing copied between:
    export GOCACHEPROG="go-cache-plugin connect 5930"
 
 If no daemon is listening, connect says so and fails, and so does the go
-command. With --fallback it serves the cache itself instead, in direct mode
-with the global flags (set --cache-dir and the S3 flags as the daemon has
-them), so that a dead daemon never fails a build.`,
+command. A daemon serves only its own user and root unless told otherwise
+("serve --allow-users", "--allow-group"); if it refuses this user, or this
+user could not read its cache, connect prints the daemon's reason and fails.
+With --fallback it serves the cache itself instead, in direct mode with the
+global flags (set --cache-dir and the S3 flags as the daemon has them), so
+that a dead or refusing daemon never fails a build.`,
 		SetFlags: func(_ *command.Env, fs *flag.FlagSet) { cc.bind(fs) },
 		Run: func(env *command.Env) error {
 			if len(cc.envErrs) > 0 {
@@ -85,21 +89,40 @@ func runConnect(env *command.Env, cfg *config, cc *connectConfig, addr daemon.Ad
 		}
 		return err
 	}
+	// The daemon's first line says whether it serves us. Nothing has been
+	// read from the go command yet, so a fallback still has its requests.
+	br := bufio.NewReader(conn)
+	caps, err := daemon.ReadGreeting(br)
+	if err != nil {
+		conn.Close()
+		if cc.Fallback {
+			logger(true)("%v; caching in-process (--fallback)", err)
+			return runDirect(env, cfg)
+		}
+		if errors.Is(err, daemon.ErrRefused) {
+			return fmt.Errorf("%v\n\t(add --fallback to cache in-process when the daemon refuses)", err)
+		}
+		return fmt.Errorf("daemon at %s: %w", addr, err)
+	}
 	opts := sessionOptions(cfg)
 	if uc, ok := conn.(*net.UnixConn); ok && daemon.CanHandOver(os.Stdin, os.Stdout) {
-		return handOver(uc, os.Stdin, os.Stdout, opts)
+		return handOver(uc, br, os.Stdin, os.Stdout, opts)
 	}
 	if err := daemon.WriteOptions(conn, opts); err != nil {
 		conn.Close()
 		return err
 	}
-	return bridge(conn, os.Stdin, os.Stdout)
+	if _, err := os.Stdout.Write(caps); err != nil {
+		conn.Close()
+		return fmt.Errorf("write to the go command: %w", err)
+	}
+	return bridge(conn, br, os.Stdin, os.Stdout)
 }
 
 // handOver passes in and out to the daemon, which serves the session on
-// them itself, and waits for the daemon to end the session: nothing is
-// copied through this process.
-func handOver(conn *net.UnixConn, in, out *os.File, opts daemon.SessionOptions) error {
+// them itself, and waits for the daemon to end the session (r, the rest
+// of conn, ends): nothing is copied through this process.
+func handOver(conn *net.UnixConn, r io.Reader, in, out *os.File, opts daemon.SessionOptions) error {
 	defer conn.Close()
 	if err := daemon.HandOver(conn, in, out, opts); err != nil {
 		return err
@@ -107,16 +130,17 @@ func handOver(conn *net.UnixConn, in, out *os.File, opts daemon.SessionOptions) 
 	in.Close()
 	out.Close()
 	// The socket carries nothing more that matters; it ends with the session.
-	if _, err := io.Copy(io.Discard, conn); err != nil {
+	if _, err := io.Copy(io.Discard, r); err != nil {
 		return fmt.Errorf("connection to the daemon: %w", err)
 	}
 	return nil
 }
 
-// bridge copies in to conn and conn to out. When in ends, it half-closes
-// conn, so that the daemon sees the end of the requests and still sends
-// the rest of its responses; it returns when the daemon closes its end.
-func bridge(conn net.Conn, in io.Reader, out io.Writer) error {
+// bridge copies in to conn and r (the rest of conn) to out. When in ends,
+// it half-closes conn, so that the daemon sees the end of the requests and
+// still sends the rest of its responses; it returns when the daemon closes
+// its end.
+func bridge(conn net.Conn, r io.Reader, in io.Reader, out io.Writer) error {
 	defer conn.Close()
 	go func() {
 		copyStream(conn, in)
@@ -124,7 +148,7 @@ func bridge(conn net.Conn, in io.Reader, out io.Writer) error {
 			cw.CloseWrite()
 		}
 	}()
-	if err := copyStream(out, conn); err != nil {
+	if err := copyStream(out, r); err != nil {
 		return fmt.Errorf("connection to the daemon: %w", err)
 	}
 	return nil

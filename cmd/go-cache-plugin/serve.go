@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -25,6 +26,8 @@ type serveConfig struct {
 	HTTP            string
 	ShutdownTimeout time.Duration
 	WriteTimeout    time.Duration
+	AllowUsers      string
+	AllowGroup      string
 
 	// The HTTP front ends on the --http listener.
 	Mod modProxyFlags // modproxy.go
@@ -42,6 +45,8 @@ var serveEnv = []envVar{
 	{"http", "GOCACHE_HTTP"},
 	{"shutdown-timeout", "GOCACHE_SHUTDOWN_TIMEOUT"},
 	{"write-timeout", "GOCACHE_WRITE_TIMEOUT"},
+	{"allow-users", "GOCACHE_ALLOW_USERS"},
+	{"allow-group", "GOCACHE_ALLOW_GROUP"},
 }
 
 func init() { serveEnv = append(append(serveEnv, modProxyEnv...), revProxyEnv...) }
@@ -51,6 +56,8 @@ func (c *serveConfig) bind(fs *flag.FlagSet) {
 	fs.StringVar(&c.HTTP, "http", "", "address of the HTTP listener ([host]:port; loopback unless a host is given): /metrics, /healthz, status page, and /debug/pprof/ on loopback (see --http-pprof)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGINT or SIGTERM, how long live sessions may take to finish before they are cut")
 	fs.DurationVar(&c.WriteTimeout, "write-timeout", daemon.DefaultWriteTimeout, "drop a client that leaves its responses unread this long")
+	fs.StringVar(&c.AllowUsers, "allow-users", "", `local users served besides the daemon's own and root: names or uids, comma-separated ("*": any user)`)
+	fs.StringVar(&c.AllowGroup, "allow-group", "", "serve the members of these groups too: names or gids, comma-separated")
 	c.Mod.bind(fs)
 	c.Rev.bind(fs)
 	c.Access.bind(fs)
@@ -76,6 +83,9 @@ func (c *serveConfig) check() error {
 		if _, err := daemon.ParseAddr(c.Plugin); err != nil {
 			return fmt.Errorf("--plugin: %v", err)
 		}
+	}
+	if _, err := c.policy(""); err != nil {
+		return err
 	}
 	if err := c.Mod.check(); err != nil {
 		return err
@@ -127,6 +137,16 @@ checksum-verified Go module proxy at /mod/ (--modproxy; see "help modproxy")
 and be a caching HTTP(S) proxy for other ecosystems' downloads (--revproxy;
 see "help revproxy"). With one of those, --plugin may be left out.
 
+The daemon serves its own user and root only. It learns each client's user
+from the kernel (SO_PEERCRED on the socket, the socket table for TCP) and
+refuses others, with a message that connect prints. --allow-users and
+--allow-group serve further local users; the socket is then made 0660 in
+the group if --allow-group names one group and nothing else, else 0666. A user
+who is served must be able to read the objects in --cache-dir, since the
+go command reads them by path: the daemon checks the directories down to
+them and its umask, and refuses, saying what to change, a user who could
+not (see "Several users on one host" in docs/operations.md).
+
 On SIGINT or SIGTERM the daemon stops accepting, lets live sessions finish
 for --shutdown-timeout, drains pending uploads for --drain-timeout, reports
 what it had to cut and exits 0. A second signal cuts the waits short.`,
@@ -141,6 +161,47 @@ what it had to cut and exits 0. A second signal cuts the waits short.`,
 			return failed(runServe(env, cfg, sc))
 		},
 	}
+}
+
+// policy returns whom the daemon serves, for a store in cacheDir (if not
+// empty, the dir checked for other users' access).
+func (c *serveConfig) policy(cacheDir string) (*daemon.Policy, error) {
+	p := &daemon.Policy{
+		Self:     os.Geteuid(),
+		CacheDir: cacheDir,
+		Umask:    fs.FileMode(daemon.CurrentUmask()),
+		Egid:     os.Getegid(),
+	}
+	if strings.TrimSpace(c.AllowUsers) == "*" {
+		p.AnyUser = true
+	} else if c.AllowUsers != "" {
+		users, err := daemon.ParseUsers(c.AllowUsers)
+		if err != nil {
+			return nil, fmt.Errorf("--allow-users: %v", err)
+		}
+		p.Users = users
+	}
+	if c.AllowGroup != "" {
+		groups, err := daemon.ParseGroups(c.AllowGroup)
+		if err != nil {
+			return nil, fmt.Errorf("--allow-group: %v", err)
+		}
+		p.Groups = groups
+	}
+	p.UnixOwnerOnly = !p.AnyUser && len(p.Users) == 0 && len(p.Groups) == 0
+	return p, nil
+}
+
+// socketOptions is how the socket is made for policy p: open to the
+// users it serves, who are checked one by one as they connect.
+func socketOptions(p *daemon.Policy) daemon.ListenOptions {
+	switch {
+	case p.AnyUser || len(p.Users) > 0 || len(p.Groups) > 1:
+		return daemon.ListenOptions{Perm: 0o666}
+	case len(p.Groups) == 1:
+		return daemon.ListenOptions{Perm: 0o660, Group: p.Groups[0]}
+	}
+	return daemon.ListenOptions{}
 }
 
 // version names the running binary for the status page and metrics.
@@ -164,6 +225,13 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	ctx := env.Context() // cancelled by SIGINT and SIGTERM
 	logf := logger(true)
 
+	// Whom to serve (read the umask before anything runs that may
+	// create files).
+	policy, err := sc.policy(cfg.CacheDir)
+	if err != nil {
+		return err
+	}
+
 	// Listen first: a live daemon on the socket should stop us before
 	// anything else is set up.
 	var pl net.Listener
@@ -171,7 +239,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	if sc.Plugin != "" {
 		addr, _ = daemon.ParseAddr(sc.Plugin) // checked
 		var err error
-		if pl, err = daemon.Listen(addr); err != nil {
+		if pl, err = daemon.ListenWith(addr, socketOptions(policy)); err != nil {
 			return err
 		}
 		defer pl.Close()
@@ -236,8 +304,10 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 			fe := web.NewFrontEnd("build")
 			newHandler = func(opts daemon.SessionOptions) cacheprog.Handler { return ops.InstrumentHandler(session(opts), fe) }
 		}
+		policy.CacheDir = st.Dir()
 		d = &daemon.Server{
 			NewHandler:     newHandler,
+			Admit:          policy.Admit,
 			MaxConcurrency: cfg.Concurrency,
 			WriteTimeout:   sc.WriteTimeout,
 			Logf:           logf,
@@ -253,6 +323,9 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		}
 		logf("serving the cache-prog protocol on %s %s; use GOCACHEPROG=\"go-cache-plugin connect %s\"",
 			addr.Network, pl.Addr(), target)
+		if !policy.UnixOwnerOnly {
+			logf("serving other users: %s", policy)
+		}
 	}
 	if web != nil {
 		web.WatchStore(st)

@@ -332,7 +332,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		gauge(m.live, float64(ds.Live))
 		counter(m.accepted, ds.Accepted)
 		counter(m.closed, ds.Closed)
-		for _, r := range []string{daemon.DropProtocol, daemon.DropNoClose, daemon.DropNotReading, daemon.DropShutdown} {
+		for _, r := range []string{daemon.DropProtocol, daemon.DropNoClose, daemon.DropNotReading, daemon.DropShutdown, daemon.DropRefused} {
 			counter(m.dropped, ds.Dropped[r], r)
 		}
 	}

@@ -25,6 +25,11 @@
 // hand-over, or as the first line of a stream ([WriteOptions]). Clients
 // that ask nothing send nothing more, as before.
 //
+// With [Server.Admit] set, a client the policy does not serve (see
+// [Policy]: by default, users other than the daemon's own and root) is
+// sent one line in place of the capabilities, which [ReadGreeting] turns
+// into a [RefusedError], and nothing it sends is read as a request.
+//
 // A bad client is dropped and never affects the others: a stream that
 // cannot be framed (garbage JSON, a put cut off mid-body), a client that
 // goes away without close, or one that leaves its responses unread for
@@ -41,7 +46,8 @@
 // Lines go to [Server.Logf] (always) and [Server.Verbosef] (if set), one
 // per event, each starting with the session it concerns:
 //
-//	session 7: opened from pid 4242                        (Verbosef; a TCP peer's address)
+//	session 7: opened from pid 4242 uid 1000               (Verbosef; a TCP peer's address)
+//	session 9: refused 127.0.0.1:41234 uid 1001: <reason>  (Logf)
 //	session 7: serving the client's own stdin and stdout (handed over)   (Verbosef)
 //	session 7: closed after 1.2s: 312 gets, 298 hits, 14 puts (Verbosef)
 //	session 8: dropped after 0.3s: <reason> (N gets, M puts answered or abandoned)   (Logf)
@@ -60,6 +66,7 @@ import (
 	"net"
 	"os"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +87,7 @@ const (
 	DropNoClose    = "no_close"    // the client went away without a close request
 	DropNotReading = "not_reading" // the client left its responses unread for WriteTimeout
 	DropShutdown   = "shutdown"    // still open when the shutdown bound passed
+	DropRefused    = "refused"     // not served: Server.Admit said no
 )
 
 // A Server serves cache-prog sessions on listeners. Set its fields before
@@ -97,6 +105,13 @@ type Server struct {
 	// client before the client is dropped as not reading; if zero,
 	// DefaultWriteTimeout.
 	WriteTimeout time.Duration
+
+	// Admit, if set, decides whether a client is served, given what the
+	// system tells of it ([PeerOf]; see [Policy]). A client it refuses is
+	// sent the error's text in place of the capabilities (see
+	// [ReadGreeting]) and is not read from: nothing it sends reaches a
+	// handler. If Admit is nil, every client is served.
+	Admit func(Peer) error
 
 	// Logf receives session drops and shutdown reports; Verbosef session
 	// opens and closes; Debugf every request and response. Each may be nil.
@@ -271,8 +286,10 @@ func peerName(conn net.Conn) string {
 	if a := conn.RemoteAddr(); a != nil && a.String() != "" && a.String() != "@" {
 		return a.String()
 	}
-	if p := unixPeer(conn); p != "" {
-		return p
+	if uc, ok := conn.(*net.UnixConn); ok {
+		if _, pid, err := unixPeerCred(uc); err == nil {
+			return "pid " + strconv.Itoa(pid)
+		}
 	}
 	if a := conn.LocalAddr(); a != nil {
 		return a.Network() + ":" + a.String()
@@ -481,22 +498,35 @@ func (ss *session) dropReason() (kind, reason string) {
 
 func (ss *session) run() {
 	s := ss.srv
-	s.verbosef("session %d: opened from %s", ss.id, ss.peer)
-
 	timeout := s.WriteTimeout
 	if timeout <= 0 {
 		timeout = DefaultWriteTimeout
 	}
 	var (
-		in   io.Reader
-		out  writeDeadliner
-		mode = "stream"
-		opts SessionOptions
-		err  error
+		in      io.Reader
+		out     writeDeadliner
+		mode    = "stream"
+		opts    SessionOptions
+		err     error
+		refused error
 	)
-	if uc, ok := ss.conn.(*net.UnixConn); ok {
-		in, out, mode, opts, err = ss.handshake(uc, timeout)
-	} else {
+	peer := PeerOf(ss.conn)
+	s.verbosef("session %d: opened from %s", ss.id, peer)
+	if s.Admit != nil {
+		refused = s.Admit(peer)
+	}
+	switch {
+	case refused != nil:
+		ss.mu.Lock()
+		if ss.reason == "" {
+			ss.kind, ss.reason = DropRefused, "refused "+peer.String()+": "+refused.Error()
+		}
+		ss.mu.Unlock()
+		ss.refuse(refused.Error(), timeout)
+		err = refused
+	case ss.isUnix():
+		in, out, mode, opts, err = ss.handshake(ss.conn.(*net.UnixConn), timeout)
+	default:
 		in, out, opts, err = ss.streamHandshake(ss.conn, timeout)
 	}
 	if err == nil {
@@ -543,12 +573,44 @@ func (ss *session) run() {
 	if kind == "" {
 		s.verbosef("session %d: closed after %v: %d gets, %d hits, %d puts",
 			ss.id, age, ss.gets.Load(), ss.hits.Load(), ss.puts.Load())
+	} else if kind == DropRefused {
+		s.logf("session %d: %s", ss.id, reason)
 	} else {
 		s.logf("session %d: dropped after %v: %s (%d gets, %d puts answered or abandoned)",
 			ss.id, age, reason, ss.gets.Load(), ss.puts.Load())
 	}
 	notify()
 	close(ss.done)
+}
+
+func (ss *session) isUnix() bool {
+	_, ok := ss.conn.(*net.UnixConn)
+	return ok
+}
+
+// Bounds on the wait for a refused client to hang up, and on what is read
+// (and discarded) from it meanwhile.
+const (
+	refuseLinger   = 5 * time.Second
+	maxRefusedRead = 1 << 20
+)
+
+// refuse tells the client that it is not served, and why, and ends the
+// connection without reading a request: it writes the refusal line in
+// place of the capabilities, closes its side for writing, then discards
+// whatever the client sends until it hangs up (within bounds), so that
+// closing on unread data does not reset the connection before the client
+// has read the line.
+func (ss *session) refuse(why string, timeout time.Duration) {
+	ss.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := ss.conn.Write(refusalLine(why)); err != nil {
+		return
+	}
+	if cw, ok := ss.conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	ss.conn.SetReadDeadline(time.Now().Add(refuseLinger))
+	io.CopyN(io.Discard, ss.conn, maxRefusedRead)
 }
 
 // deadlineWriter writes responses to a session's connection, dropping the

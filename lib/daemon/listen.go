@@ -54,7 +54,22 @@ func ParseAddr(s string) (Addr, error) {
 // only its owner may use the daemon. If a socket file is already there, it
 // is replaced if nobody is listening on it (a daemon died without removing
 // it), and Listen fails if a live daemon is.
-func Listen(a Addr) (net.Listener, error) {
+func Listen(a Addr) (net.Listener, error) { return ListenWith(a, ListenOptions{}) }
+
+// ListenOptions say how [ListenWith] makes a Unix socket.
+type ListenOptions struct {
+	// Perm is the socket file's mode; if zero, 0600. A daemon that serves
+	// other users than its own (see [Policy]) needs a mode that lets them
+	// connect: 0660 with Group for a group, 0666 for users (the daemon
+	// still checks each one; see [Server.Admit]).
+	Perm fs.FileMode
+	// Group, if not zero, is the socket file's group.
+	Group int
+}
+
+// ListenWith is [Listen] with options for a Unix socket. The socket is
+// made with mode 0600 and only then given its group and mode.
+func ListenWith(a Addr, o ListenOptions) (net.Listener, error) {
 	if a.Network != "unix" {
 		l, err := net.Listen(a.Network, a.Address)
 		if err != nil {
@@ -86,7 +101,17 @@ func Listen(a Addr) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	perm := o.Perm
+	if perm == 0 {
+		perm = 0o600
+	}
+	if o.Group != 0 {
+		if err := os.Lchown(path, -1, o.Group); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("listen on %s: set the socket's group: %w", path, err)
+		}
+	}
+	if err := os.Chmod(path, perm); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}

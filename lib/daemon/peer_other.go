@@ -2,7 +2,13 @@
 
 package daemon
 
-import "net"
+import (
+	"errors"
+	"net"
+)
 
-// unixPeer returns "": the peer's process ID is not known here.
-func unixPeer(net.Conn) string { return "" }
+var errNoPeerCred = errors.New("this system does not tell the daemon which user connected")
+
+func unixPeerCred(*net.UnixConn) (uid, pid int, err error) { return -1, 0, errNoPeerCred }
+
+func tcpPeerUID(*net.TCPConn) (int, error) { return -1, errNoPeerCred }
