@@ -131,6 +131,22 @@ func TestSystemdUnit(t *testing.T) {
 			t.Setenv(k, "")
 		}
 	}
+	// The unit serves the members of its own group, which exists where the
+	// unit is installed, not on this machine: check that it is the unit's
+	// Group, then parse it as a group that exists here (gid 0).
+	group := one("Group")
+	allowed := false
+	for i, a := range argv {
+		if v, ok := strings.CutPrefix(a, "--allow-group="); ok {
+			if v != group {
+				t.Errorf("ExecStart has --allow-group=%s, want the unit's Group %s", v, group)
+			}
+			argv[i], allowed = "--allow-group=0", true
+		}
+	}
+	if !allowed {
+		t.Errorf("ExecStart has no --allow-group: the unit's group would not be served")
+	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var cfg config
