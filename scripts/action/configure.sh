@@ -44,18 +44,15 @@ fork_pr() {
         echo "go-cache-plugin: no readable event file (GITHUB_EVENT_PATH); taking the pull request for a fork's" >&2
         return 0
     fi
-    if command -v jq >/dev/null; then
-        answer=$(jq -r '.pull_request as $p | if ($p.head.repo.full_name // "") != "" and $p.head.repo.full_name == $p.base.repo.full_name and ($p.head.repo.fork | not) then "same" else "fork" end' "$ev") || answer=fork
-    elif command -v python3 >/dev/null; then
-        answer=$(python3 -c '
-import json, sys
-p = json.load(open(sys.argv[1])).get("pull_request") or {}
-head = (p.get("head") or {}).get("repo") or {}
-base = (p.get("base") or {}).get("repo") or {}
-same = head.get("full_name") and head.get("full_name") == base.get("full_name") and not head.get("fork")
-print("same" if same else "fork")' "$ev") || answer=fork
+    # Node.js is on every runner (actions run on it), unlike jq or python.
+    if command -v node >/dev/null; then
+        answer=$(node -e '
+const p = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).pull_request || {};
+const head = (p.head || {}).repo || {}, base = (p.base || {}).repo || {};
+const same = head.full_name && head.full_name === base.full_name && !head.fork;
+console.log(same ? "same" : "fork");' "$ev") || answer=fork
     else
-        echo "go-cache-plugin: neither jq nor python3 to read the event; taking the pull request for a fork's" >&2
+        echo "go-cache-plugin: no node to read the event; taking the pull request for a fork's" >&2
         answer=fork
     fi
     [[ "$answer" != same ]]
