@@ -95,8 +95,9 @@ func manifestNames(cfg *config, derive bool) []string {
 // workingManifestName derives the manifest name of a build in the working
 // directory (see gobuild.ManifestName): the module there, GOOS and GOARCH,
 // and the job kind of the go command that started this process (its
-// command line and this process's environment, which is the go
-// command's). Without the go command's command line the name has no kind.
+// command line, and this process's environment, in which the go command
+// passes its settings). Without the command line (not on Linux, or
+// started through a wrapper) the name has no kind.
 func workingManifestName(cfg *config) (string, bool) {
 	logf := logger(cfg.Verbose)
 	wd, err := os.Getwd()
@@ -108,16 +109,20 @@ func workingManifestName(cfg *config) (string, bool) {
 		logf("%v: no manifest (set --manifest to name one)", err)
 		return "", false
 	}
-	getenv := gobuild.GoEnv(os.Getenv)
 	var kind gobuild.JobKind
 	args, err := gobuild.ParentCommand()
 	if err == nil {
-		kind, err = gobuild.ParseGoCommand(args, getenv)
+		kind, err = gobuild.ParseGoCommand(args, os.Getenv)
 	}
 	if err != nil {
 		logf("job kind unknown (%v): manifest named without it", err)
 	}
-	return gobuild.ManifestName(mod, getenv("GOOS"), getenv("GOARCH"), kind), true
+	// The go command sets GOOS and GOARCH in the environment it passes too.
+	name := gobuild.ManifestName(mod, os.Getenv("GOOS"), os.Getenv("GOARCH"), kind)
+	if kind.Command != "" {
+		logf("manifest %s: go %s, settings %q", name, kind.Command, kind.Settings)
+	}
+	return name, true
 }
 
 // sessionOptions returns what connect asks of its session: the manifest

@@ -11,8 +11,9 @@ import (
 // ParentCommand returns the command line of the process that started
 // this one: for a GOCACHEPROG program, the go command's (see
 // [ParseGoCommand]). On Linux it reads /proc/<ppid>/cmdline. (The go
-// command's environment needs no such read: it is this process's own,
-// which the go command passes on unchanged.)
+// command's settings need no such read: it passes them all, computed or
+// set, from GOFLAGS to CGO_ENABLED, in the environment of the programs it
+// starts.)
 func ParentCommand() ([]string, error) {
 	ppid := os.Getppid()
 	if ppid <= 1 {

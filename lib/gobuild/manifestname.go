@@ -1,7 +1,6 @@
 package gobuild
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -123,9 +122,23 @@ var kindEnv = []string{
 	"CC", "CXX", "CGO_CFLAGS", "CGO_CPPFLAGS", "CGO_CXXFLAGS", "CGO_FFLAGS", "CGO_LDFLAGS",
 }
 
+// envDefaults are the values of kindEnv variables that the go command
+// sets by default (on some system) in the environment of the programs it
+// starts.
+var envDefaults = map[string][]string{
+	"CGO_ENABLED": {"1"}, "GOFIPS140": {"off"}, "CC": {"gcc", "clang"}, "CXX": {"g++", "clang++"},
+	"GO386": {"sse2"}, "GOAMD64": {"v1"}, "GOARM": {"7"}, "GOARM64": {"v8.0"},
+	"GOMIPS": {"hardfloat"}, "GOMIPS64": {"hardfloat"}, "GOPPC64": {"power8"}, "GORISCV64": {"rva20u64"},
+	"CGO_CFLAGS": {"-O2 -g"}, "CGO_CXXFLAGS": {"-O2 -g"}, "CGO_FFLAGS": {"-O2 -g"}, "CGO_LDFLAGS": {"-O2 -g"},
+}
+
 // ParseGoCommand returns the job kind of the go command run with args (its
 // command line, args[0] the program) in an environment read with getenv
-// (see [GoEnv]; nil reads nothing). Flags come from GOFLAGS first, then
+// (nil reads nothing). For a GOCACHEPROG program, that is its own
+// environment: the go command passes its settings there, whether set by
+// the user, by "go env -w" or computed (CC=gcc, GOAMD64=v1, ...). So the
+// environment variables' values that are the go command's defaults are
+// left out: a name does not change with whether they were set. Flags come from GOFLAGS first, then
 // the command line (which overrides); the flags of every subcommand are
 // read before its first argument that is not a flag, and those of go test
 // and go vet, which take flags after packages too, up to -args. It fails
@@ -231,7 +244,7 @@ func ParseGoCommand(args []string, getenv func(string) string) (JobKind, error) 
 		set["cover"] = ""
 	}
 	for _, env := range kindEnv {
-		if v := getenv(env); v != "" {
+		if v := getenv(env); v != "" && !slices.Contains(envDefaults[env], v) {
 			set[env] = v
 		}
 	}
@@ -375,46 +388,4 @@ func FindModule(dir string) (string, error) {
 		}
 		d = parent
 	}
-}
-
-// GoEnv returns a lookup of the go command's environment as it sees it:
-// the variable from getenv if set there, else from the go command's
-// environment file ($GOENV, by default "go/env" in the user's
-// configuration directory; GOENV=off reads none), which "go env -w"
-// writes.
-func GoEnv(getenv func(string) string) func(string) string {
-	file := getenv("GOENV")
-	if file == "" {
-		if dir, err := os.UserConfigDir(); err == nil {
-			file = filepath.Join(dir, "go", "env")
-		}
-	}
-	var saved map[string]string
-	if file != "" && file != "off" {
-		if data, err := os.ReadFile(file); err == nil {
-			saved = parseGoEnvFile(data)
-		}
-	}
-	return func(key string) string {
-		if v := getenv(key); v != "" {
-			return v
-		}
-		return saved[key]
-	}
-}
-
-// parseGoEnvFile parses the lines KEY=VALUE of a go environment file, as
-// the go command does: lines without "=", or not starting with a capital
-// letter, are ignored.
-func parseGoEnvFile(data []byte) map[string]string {
-	env := map[string]string{}
-	for line := range bytes.Lines(data) {
-		line = bytes.TrimRight(line, "\r\n")
-		k, v, ok := bytes.Cut(line, []byte{'='})
-		if !ok || len(k) == 0 || k[0] < 'A' || k[0] > 'Z' {
-			continue
-		}
-		env[string(k)] = string(v)
-	}
-	return env
 }

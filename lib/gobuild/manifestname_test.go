@@ -57,7 +57,11 @@ func TestParseGoCommand(t *testing.T) {
 		{line: "go build ./...", env: []string{"GOFLAGS=-race -mod=mod -tags=x"}, want: "build-race-", set: []string{"race", "tags=x"}},
 		{line: "go build -race=false ./...", env: []string{"GOFLAGS=-race"}, want: "build"}, // the command line wins
 		{line: "go build ./...", env: []string{"CGO_ENABLED=0"}, want: "build-nocgo", set: []string{"CGO_ENABLED=0"}},
-		{line: "go build ./...", env: []string{"CGO_ENABLED=1", "GOAMD64=v3", "GOEXPERIMENT=jsonv2"}, set: []string{"CGO_ENABLED=1", "GOAMD64=v3", "GOEXPERIMENT=jsonv2"}},
+		{line: "go build ./...", env: []string{"CGO_ENABLED=1", "GOAMD64=v3", "GOEXPERIMENT=jsonv2"}, set: []string{"GOAMD64=v3", "GOEXPERIMENT=jsonv2"}},
+		// What the go command passes to GOCACHEPROG by default.
+		{line: "go build ./...", env: []string{"CC=gcc", "CGO_ENABLED=1", "CXX=g++", "GOAMD64=v1", "GOFIPS140=off", "GOFLAGS=-buildvcs=false"}, want: "build-", set: []string{"buildvcs=false"}},
+		{line: "go build ./...", env: []string{"CC=gcc", "CGO_ENABLED=1", "CXX=g++", "GOAMD64=v1", "GOFIPS140=off"}, want: "build", set: []string{}},
+		{line: "go build ./...", env: []string{"CC=/opt/cc", "CGO_CFLAGS=-O3"}, set: []string{"CC=/opt/cc", "CGO_CFLAGS=-O3"}},
 	} {
 		k, err := ParseGoCommand(strings.Fields(tc.line), envOf(tc.env...))
 		if err != nil {
@@ -185,20 +189,6 @@ func TestFindModule(t *testing.T) {
 	}
 	if _, err := FindModule(sub); err == nil || !strings.Contains(err.Error(), filepath.Join(sub, "go.mod")) {
 		t.Errorf("go.mod without a module line: %v; want an error naming it", err)
-	}
-}
-
-func TestGoEnv(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "env")
-	if err := os.WriteFile(file, []byte("GOFLAGS=-race\nCGO_ENABLED=0\n# not a line\nlower=x\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	get := GoEnv(envOf("GOENV="+file, "CGO_ENABLED=1"))
-	if get("GOFLAGS") != "-race" || get("CGO_ENABLED") != "1" || get("lower") != "" || get("GOAMD64") != "" {
-		t.Errorf("GoEnv: GOFLAGS=%q CGO_ENABLED=%q lower=%q", get("GOFLAGS"), get("CGO_ENABLED"), get("lower"))
-	}
-	if get := GoEnv(envOf("GOENV=off")); get("GOFLAGS") != "" {
-		t.Errorf("GOENV=off read a file")
 	}
 }
 
