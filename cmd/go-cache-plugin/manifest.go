@@ -127,8 +127,11 @@ func workingManifestName(cfg *config) (string, bool) {
 
 // sessionOptions returns what connect asks of its session: the manifest
 // named by its --manifest (or GOCACHE_MANIFEST), and the one derived from
-// the go command's working directory, which the daemon uses if neither
-// that nor its own --manifest names one.
+// the go command's working directory and job kind (connect is the go
+// command's child, as the plugin is in direct mode), which the daemon
+// uses if neither that nor its own --manifest names one. The kind travels
+// in the name, so a daemon of any release uses it, and a daemon takes an
+// older connect's name without a kind as it is.
 func sessionOptions(cfg *config) daemon.SessionOptions {
 	opts := daemon.SessionOptions{Manifest: cfg.Manifest}
 	if cfg.Manifest == "" {
