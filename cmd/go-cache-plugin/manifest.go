@@ -1,15 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
@@ -38,7 +33,7 @@ const defaultPrefetch = 16
 // bindManifest defines the manifest flags on fs.
 func (c *config) bindManifest(fs *flag.FlagSet) {
 	fs.StringVar(&c.Manifest, "manifest", "", `with --bucket: the build's manifest, read at start to prefetch and written at close; `+
-		`"name" or "name,name2,..." (the first is written), "off" for none; default: derived from the module in the working directory and GOOS/GOARCH (direct mode and connect; serve: what each connect asks for)`)
+		`"name" or "name,name2,..." (the first is written), "off" for none; default: derived from the module in the working directory, GOOS/GOARCH and the go command's job kind, e.g. example.com_m@linux-amd64.test-race (direct mode and connect; serve: what each connect asks for)`)
 	fs.IntVar(&c.Prefetch, "prefetch", defaultPrefetch, "with a manifest: how many objects (or ranged reads of packs) to prefetch at once (0: none, but still write the manifest)")
 	fs.IntVar(&c.PackMin, "pack-min", gobuild.DefaultPackMinEntries, "with a manifest: at close, pack the listed outputs that no pack holds into one bucket object, for a cold worker to read in a few requests, "+
 		"when they are at least this many and a quarter of the listed bytes (0: write no packs; packs are still read)")
@@ -75,22 +70,7 @@ func parseManifestNames(s string) ([]string, error) {
 	return names, nil
 }
 
-func validManifestName(name string) bool {
-	if name == "" || len(name) > 200 || name[0] == '.' {
-		return false
-	}
-	for _, c := range name {
-		if !nameChar(c) {
-			return false
-		}
-	}
-	return true
-}
-
-// nameChar reports whether c may be used in a manifest name.
-func nameChar(c rune) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("._@+=-", c)
-}
+func validManifestName(name string) bool { return gobuild.ValidManifestName(name) }
 
 // manifestNames returns the build's manifests: those of --manifest, or the
 // one derived from the working directory if derive is set. It returns none
@@ -113,23 +93,45 @@ func manifestNames(cfg *config, derive bool) []string {
 }
 
 // workingManifestName derives the manifest name of a build in the working
-// directory (see deriveManifestName).
+// directory (see gobuild.ManifestName): the module there, GOOS and GOARCH,
+// and the job kind of the go command that started this process (its
+// command line, and this process's environment, in which the go command
+// passes its settings). Without the command line (not on Linux, or
+// started through a wrapper) the name has no kind.
 func workingManifestName(cfg *config) (string, bool) {
+	logf := logger(cfg.Verbose)
 	wd, err := os.Getwd()
 	if err != nil {
 		return "", false
 	}
-	name, ok := deriveManifestName(wd, os.Getenv("GOOS"), os.Getenv("GOARCH"))
-	if !ok {
-		logger(cfg.Verbose)("no go.mod in %s or above: no manifest (set --manifest to name one)", wd)
+	mod, err := gobuild.FindModule(wd)
+	if err != nil {
+		logf("%v: no manifest (set --manifest to name one)", err)
+		return "", false
 	}
-	return name, ok
+	var kind gobuild.JobKind
+	args, err := gobuild.ParentCommand()
+	if err == nil {
+		kind, err = gobuild.ParseGoCommand(args, os.Getenv)
+	}
+	if err != nil {
+		logf("job kind unknown (%v): manifest named without it", err)
+	}
+	// The go command sets GOOS and GOARCH in the environment it passes too.
+	name := gobuild.ManifestName(mod, os.Getenv("GOOS"), os.Getenv("GOARCH"), kind)
+	if kind.Command != "" {
+		logf("manifest %s: go %s, settings %q", name, kind.Command, kind.Settings)
+	}
+	return name, true
 }
 
 // sessionOptions returns what connect asks of its session: the manifest
 // named by its --manifest (or GOCACHE_MANIFEST), and the one derived from
-// the go command's working directory, which the daemon uses if neither
-// that nor its own --manifest names one.
+// the go command's working directory and job kind (connect is the go
+// command's child, as the plugin is in direct mode), which the daemon
+// uses if neither that nor its own --manifest names one. The kind travels
+// in the name, so a daemon of any release uses it, and a daemon takes an
+// older connect's name without a kind as it is.
 func sessionOptions(cfg *config) daemon.SessionOptions {
 	opts := daemon.SessionOptions{Manifest: cfg.Manifest}
 	if cfg.Manifest == "" {
@@ -165,66 +167,6 @@ func sessionManifests(cfg *config, opts daemon.SessionOptions, logf func(string,
 	return nil
 }
 
-// deriveManifestName names the manifest of a build in dir: the path of the
-// module whose go.mod is in dir or the nearest directory above, with each
-// "/" (and any other character not allowed in a name) replaced by "_",
-// then "@<GOOS>-<GOARCH>", goos and goarch defaulting to the running
-// system's. For example "golang.org_x_tools_gopls@linux-amd64".
-func deriveManifestName(dir, goos, goarch string) (string, bool) {
-	mod := ""
-	for {
-		if data, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil {
-			mod = modulePath(data)
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", false
-		}
-		dir = parent
-	}
-	if mod == "" {
-		return "", false
-	}
-	if goos == "" {
-		goos = runtime.GOOS
-	}
-	if goarch == "" {
-		goarch = runtime.GOARCH
-	}
-	name := []rune(mod + "@" + goos + "-" + goarch)
-	for i, c := range name {
-		if !nameChar(c) {
-			name[i] = '_'
-		}
-	}
-	s := string(name)
-	if s[0] == '.' {
-		s = "_" + s[1:]
-	}
-	return s[:min(len(s), 200)], true
-}
-
-// modulePath returns the module path declared in a go.mod file, or "".
-func modulePath(gomod []byte) string {
-	sc := bufio.NewScanner(bytes.NewReader(gomod))
-	for sc.Scan() {
-		line := sc.Text()
-		if i := strings.Index(line, "//"); i >= 0 {
-			line = line[:i]
-		}
-		f := strings.Fields(line)
-		if len(f) != 2 || f[0] != "module" {
-			continue
-		}
-		if p, err := strconv.Unquote(f[1]); err == nil {
-			return p
-		}
-		return f[1]
-	}
-	return ""
-}
-
 // newManifests returns the manifests of the cache, as cfg sets them.
 func newManifests(cfg *config, cache *gobuild.Cache) *gobuild.Manifests {
 	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, PackMinEntries: cfg.PackMin, Compress: cfg.Compress, Logf: logger(cfg.Verbose)}
@@ -238,6 +180,7 @@ func registerPrefetchMetrics(reg *prometheus.Registry, m *gobuild.Manifests) {
 	}{
 		{"manifests_read_total", "Manifests read at the start of builds.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsRead }},
 		{"manifests_written_total", "Manifests written at the close of builds.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsWritten }},
+		{"manifests_kept_total", "Manifests left in place at the close of builds that asked for much less than they list.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsKept }},
 		{"objects_total", "Outputs prefetched.", func(s gobuild.PrefetchStats) int64 { return s.Prefetched }},
 		{"bytes_total", "Bytes of the outputs prefetched.", func(s gobuild.PrefetchStats) int64 { return s.PrefetchedBytes }},
 		{"used_total", "Prefetched outputs the go command asked for.", func(s gobuild.PrefetchStats) int64 { return s.Used }},

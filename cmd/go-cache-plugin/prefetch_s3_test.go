@@ -54,6 +54,7 @@ func (h *s3Harness) testPrefetch(t *testing.T) {
 	t.Run("Faults", h.testPrefetchFaults)
 	t.Run("Serve", h.testPrefetchServe)
 	t.Run("Compressed", h.testPrefetchCompressed)
+	t.Run("JobKinds", h.testPrefetchJobKinds)
 }
 
 // testPrefetchCompressed: a build with --compress writes its pack with
@@ -103,7 +104,7 @@ func (h *s3Harness) testPrefetchCompressed(t *testing.T) {
 func (h *s3Harness) testPrefetchServe(t *testing.T) {
 	const prefix = "serve-manifest"
 	mod, want := newModule(t, "servemf")
-	derived := "example.com_servemf@" + runtime.GOOS + "-" + runtime.GOARCH
+	derived := "example.com_servemf@" + runtime.GOOS + "-" + runtime.GOARCH + ".build"
 	flags := []string{"--bucket=" + s3Bucket, "--s3-endpoint-url=" + h.srv.Endpoint, "--s3-path-style", "--prefix=" + prefix}
 	daemonEnv := append(cleanEnv(), h.awsEnv()...)
 
@@ -153,7 +154,7 @@ func (h *s3Harness) testPrefetchServe(t *testing.T) {
 // base module, named after its go.mod; a worker with an empty directory
 // prefetches from it what the build then asks for, and compiles nothing.
 func (h *s3Harness) testPrefetchCold(t *testing.T) {
-	name := "example.com_s3base@" + runtime.GOOS + "-" + runtime.GOARCH
+	name := "example.com_s3base@" + runtime.GOOS + "-" + runtime.GOARCH + ".build"
 	manifest := h.getObject(t, "base/manifest/"+name)
 	if !bytes.HasPrefix(manifest, []byte("go-cache-plugin manifest 3\n")) {
 		lo, _ := h.srv.Client().ListObjectsV2(t.Context(), &s3.ListObjectsV2Input{Bucket: aws.String(s3Bucket), Prefix: aws.String("base/manifest/")})

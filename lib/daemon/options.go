@@ -19,8 +19,9 @@ type SessionOptions struct {
 	// "name" or "name,name2,...", or "off". Empty means the daemon's own.
 	Manifest string `json:"manifest,omitempty"`
 	// DerivedManifest is the manifest name derived from the client's
-	// working directory, for the daemon to use if neither Manifest nor its
-	// own flag names one.
+	// working directory and its go command's job kind (see
+	// gobuild.ManifestName), for the daemon to use if neither Manifest nor
+	// its own flag names one.
 	DerivedManifest string `json:"derived_manifest,omitempty"`
 }
 

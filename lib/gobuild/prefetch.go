@@ -32,7 +32,9 @@ import (
 // the first remote failure that opens the store's breaker, and when the
 // build closes. At close, the build writes the actions it asked for, in
 // the order it first asked, to the first of its manifests: the most recent
-// build of a name wins. Before that it writes a pack of the listed outputs
+// build of a name wins, unless it asked for much less than that manifest
+// lists and the manifest is current (see manifestrule.go): a small run
+// leaves a big run's manifest in place. Before that it writes a pack of the listed outputs
 // that no pack holds, when they are enough (PackMinEntries).
 type Manifests struct {
 	Cache *Cache
@@ -59,7 +61,7 @@ type Manifests struct {
 	mu      sync.Mutex
 	flights map[aid32]chan struct{} // actions being fetched from the remote tier
 
-	read, written                                   atomic.Int64
+	read, written, kept                             atomic.Int64
 	entries                                         atomic.Int64
 	prefetched, prefetchedBytes, used, usedBytes    atomic.Int64
 	wasted, wastedBytes, waited, stopped, skipLocal atomic.Int64
@@ -72,6 +74,7 @@ type Manifests struct {
 type PrefetchStats struct {
 	ManifestsRead    int64 `json:"manifests_read"`    // manifests found at the start of builds
 	ManifestsWritten int64 `json:"manifests_written"` // manifests written at close
+	ManifestsKept    int64 `json:"manifests_kept"`    // manifests left in place at close by builds that asked for much less (manifestrule.go)
 	Entries          int64 `json:"manifest_entries"`  // actions listed in the manifests read
 	Local            int64 `json:"prefetch_local"`    // listed actions already complete locally
 	Prefetched       int64 `json:"prefetched"`        // outputs fetched by prefetches
@@ -93,7 +96,7 @@ type PrefetchStats struct {
 // Stats returns the counts so far.
 func (m *Manifests) Stats() PrefetchStats {
 	return PrefetchStats{
-		ManifestsRead: m.read.Load(), ManifestsWritten: m.written.Load(), Entries: m.entries.Load(),
+		ManifestsRead: m.read.Load(), ManifestsWritten: m.written.Load(), ManifestsKept: m.kept.Load(), Entries: m.entries.Load(),
 		Local: m.skipLocal.Load(), Prefetched: m.prefetched.Load(), PrefetchedBytes: m.prefetchedBytes.Load(),
 		Used: m.used.Load(), UsedBytes: m.usedBytes.Load(), Wasted: m.wasted.Load(), WastedBytes: m.wastedBytes.Load(),
 		Waited: m.waited.Load(), Stopped: m.stopped.Load(), Early: m.early.Load(), Records: m.records.Load(),
@@ -103,8 +106,8 @@ func (m *Manifests) Stats() PrefetchStats {
 
 // String formats the counts as key=value pairs, for logs.
 func (s PrefetchStats) String() string {
-	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d prefetch_records=%d pack_reads=%d prefetch_packed=%d packs_written=%d pack_bytes_written=%d",
-		s.ManifestsRead, s.ManifestsWritten, s.Entries, s.Local, s.Prefetched, s.PrefetchedBytes,
+	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifests_kept=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d prefetch_records=%d pack_reads=%d prefetch_packed=%d packs_written=%d pack_bytes_written=%d",
+		s.ManifestsRead, s.ManifestsWritten, s.ManifestsKept, s.Entries, s.Local, s.Prefetched, s.PrefetchedBytes,
 		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early, s.Records,
 		s.PackReads, s.Packed, s.PacksWritten, s.PackBytes)
 }
@@ -171,6 +174,7 @@ type build struct {
 	asked      map[aid32]manifestEntry // with the output, once known (a hit, or put and uploaded)
 	prefetched map[aid32]int64         // prefetched outputs not yet asked for: their sizes
 	listed     []manifestEntry         // the first manifest as read, if any
+	firstRead  bool                    // the read of the first manifest ended (found or not), not cut short by close
 	located    map[aid32]manifestEntry // outputs in packs, by output ID, from every manifest read
 	readDone   atomic.Bool             // the manifests have been read (or not found)
 }
@@ -279,10 +283,15 @@ func (b *build) Close(ctx context.Context) error {
 			entries = append(entries, e)
 		}
 	}
-	listed, located := b.listed, b.located
+	listed, located, firstRead := b.listed, b.located, b.firstRead
 	b.mu.Unlock()
 
 	err := b.next.Close(ctx)
+	if !firstRead && len(entries) > 0 && !b.h.Store.ReadOnly() {
+		// A short run closed before its manifest was read: read it
+		// now, for the rule on small runs.
+		listed = b.readListed(ctx)
+	}
 	b.writeManifest(ctx, entries, listed, located)
 	return err
 }
@@ -298,6 +307,11 @@ func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEnt
 	name := b.names[0]
 	if b.h.Store.ReadOnly() {
 		return // the remote tier is read-only: nothing is written, as expected
+	}
+	if keepListed(entries, listed) {
+		b.m.kept.Add(1)
+		b.m.logf("manifest %s: kept: this build asked for %d actions, it lists %d (a small run leaves a current manifest in place)", name, len(entries), len(listed))
+		return
 	}
 	unpacked := locatePacked(entries, located)
 	if b.readDone.Load() && b.h.Store.CanReadPacks() && shouldPack(entries, unpacked, b.m.PackMinEntries) {
@@ -319,6 +333,20 @@ func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEnt
 	}
 	b.m.written.Add(1)
 	b.m.logf("manifest %s: wrote %d actions", name, len(entries))
+}
+
+// readListed reads the first manifest, at close, for a build that closed
+// before it was read; it returns nil if there is none.
+func (b *build) readListed(ctx context.Context) []manifestEntry {
+	data, ok := b.h.Store.ReadRemoteRaw(ctx, ManifestKey(b.names[0]), maxManifestSize)
+	if !ok {
+		return nil
+	}
+	list, err := decodeManifest(data)
+	if err != nil {
+		return nil
+	}
+	return list
 }
 
 // sameEntries reports whether a and b, each without duplicate actions,
@@ -351,6 +379,11 @@ func (b *build) run(ctx context.Context) {
 	located := make(map[aid32]manifestEntry) // outputs in packs
 	for i, name := range b.names {
 		data, ok := st.ReadRemoteRaw(ctx, ManifestKey(name), maxManifestSize)
+		if i == 0 && (ok || ctx.Err() == nil) {
+			b.mu.Lock()
+			b.firstRead = true
+			b.mu.Unlock()
+		}
 		if !ok {
 			if ctx.Err() == nil {
 				b.m.logf("manifest %s: none read", name)
