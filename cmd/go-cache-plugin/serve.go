@@ -204,17 +204,19 @@ func socketOptions(p *daemon.Policy) daemon.ListenOptions {
 	return daemon.ListenOptions{}
 }
 
-// version names the running binary for the status page and metrics.
+// version names the running binary for the status page and metrics: its
+// module version ("devel" if it has none) and the commit, unless the
+// version (a pseudo-version the go command stamped from git) holds it.
 func version() string {
 	vi := command.GetVersionInfo()
 	v := vi.Version
-	if v == "" {
+	if v == "" || v == "(devel)" {
 		v = "devel"
 	}
-	if vi.Commit != "" {
-		v += " " + vi.Commit[:min(12, len(vi.Commit))]
+	if c := vi.Commit[:min(12, len(vi.Commit))]; c != "" && !strings.Contains(v, c) {
+		v += " " + c
 	}
-	if vi.Modified {
+	if vi.Modified && !strings.HasSuffix(v, "+dirty") {
 		v += "+dirty"
 	}
 	return v
