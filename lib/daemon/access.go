@@ -135,33 +135,31 @@ func LookupUserGroups(uid int) (name string, gids []int, err error) {
 // user IDs, as the --allow-users flag takes it, into user IDs. A name
 // the user database does not know is an error.
 func ParseUsers(s string) ([]int, error) {
-	var ids []int
-	for _, f := range strings.Split(s, ",") {
-		f = strings.TrimSpace(f)
-		if f == "" {
-			continue
-		}
-		if n, err := strconv.Atoi(f); err == nil && n >= 0 {
-			ids = append(ids, n)
-			continue
-		}
-		u, err := user.Lookup(f)
+	return parseIDs(s, "user", func(name string) (string, error) {
+		u, err := user.Lookup(name)
 		if err != nil {
-			return nil, fmt.Errorf("user %q: %w", f, err)
+			return "", err
 		}
-		n, err := strconv.Atoi(u.Uid)
-		if err != nil {
-			return nil, fmt.Errorf("user %q has a non-numeric uid %q", f, u.Uid)
-		}
-		ids = append(ids, n)
-	}
-	return ids, nil
+		return u.Uid, nil
+	})
 }
 
 // ParseGroups parses a comma-separated list of group names and numeric
 // group IDs, as the --allow-group flag takes it, into group IDs. A name
 // the group database does not know is an error.
 func ParseGroups(s string) ([]int, error) {
+	return parseIDs(s, "group", func(name string) (string, error) {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			return "", err
+		}
+		return g.Gid, nil
+	})
+}
+
+// parseIDs parses a comma-separated list of numeric IDs and names of
+// what (a user or a group), each name resolved to its ID by lookup.
+func parseIDs(s, what string, lookup func(name string) (id string, err error)) ([]int, error) {
 	var ids []int
 	for _, f := range strings.Split(s, ",") {
 		f = strings.TrimSpace(f)
@@ -172,13 +170,13 @@ func ParseGroups(s string) ([]int, error) {
 			ids = append(ids, n)
 			continue
 		}
-		g, err := user.LookupGroup(f)
+		id, err := lookup(f)
 		if err != nil {
-			return nil, fmt.Errorf("group %q: %w", f, err)
+			return nil, fmt.Errorf("%s %q: %w", what, f, err)
 		}
-		n, err := strconv.Atoi(g.Gid)
+		n, err := strconv.Atoi(id)
 		if err != nil {
-			return nil, fmt.Errorf("group %q has a non-numeric gid %q", f, g.Gid)
+			return nil, fmt.Errorf("%s %q has a non-numeric ID %q", what, f, id)
 		}
 		ids = append(ids, n)
 	}
