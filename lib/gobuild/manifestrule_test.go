@@ -72,20 +72,31 @@ func TestSmallRunKeepsManifest(t *testing.T) {
 	}
 }
 
-// slowManifest is a remote whose first read of a manifest hangs until the
-// caller gives up (fault injection: a build that closes before its
-// manifest is read).
+// slowManifest is a remote whose first read of a manifest answers at once
+// and then sends nothing until the caller gives up (fault injection: a
+// build that closes before its manifest is read). It answers, so that the
+// store's short first-byte deadline is not what ends the read: the test
+// does not race a timer, only the much longer bound of a whole read.
 type slowManifest struct {
 	*memremote.Remote
-	hung atomic.Bool
+	hung    atomic.Bool
+	started chan struct{} // closed when the first read of the manifest starts
 }
 
 func (r *slowManifest) Get(ctx context.Context, key string) (io.ReadCloser, int64, error) {
 	if key == ManifestKey("m") && r.hung.CompareAndSwap(false, true) {
-		<-ctx.Done()
-		return nil, 0, ctx.Err()
+		close(r.started)
+		return io.NopCloser(stalled{ctx}), -1, nil
 	}
 	return r.Remote.Get(ctx, key)
+}
+
+// stalled is a body that sends nothing until its context is done.
+type stalled struct{ ctx context.Context }
+
+func (s stalled) Read([]byte) (int, error) {
+	<-s.ctx.Done()
+	return 0, s.ctx.Err()
 }
 
 // TestShortRunReadsManifestAtClose: a run that closes before its manifest
@@ -96,10 +107,11 @@ func TestShortRunReadsManifestAtClose(t *testing.T) {
 	big.run(t, mem, 0)
 	full, _ := mem.Object(ManifestKey("m"))
 
-	remote := &slowManifest{Remote: mem}
+	remote := &slowManifest{Remote: mem, started: make(chan struct{})}
 	c := newCache(t, remote)
 	m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
 	h := m.Begin(t.Context(), c, []string{"m"})
+	<-remote.started // the build's own read of its manifest is under way, and stalls
 	for i, aid := range big.aids[:3] {
 		if _, ok, err := h.Get(t.Context(), aid); err != nil || !ok {
 			t.Fatalf("action %d: %v, %v; want a hit from the bucket", i, ok, err)
