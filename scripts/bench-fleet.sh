@@ -28,7 +28,8 @@
 #        one, on a fresh clone after canonical-mtimes): the baseline.
 #
 # What it reports (a Markdown table on stdout), per kind and delay:
-#   - the cold worker's wall time, and its ratio to the warm local time;
+#   - the first worker's time (empty bucket), the cold worker's wall time,
+#     and the cold worker's ratio to the warm local time;
 #   - of the test packages that passed ("ok" lines), how many were
 #     "(cached)" on the cold worker;
 #   - the bytes the cold worker prefetched, used and wasted (--metrics);
@@ -154,7 +155,7 @@ run_job() {
     (cd "$checkout" && GOCACHE="$gocache" GOCACHEPROG="$prog" go $(job_args "$kind")) >"$logf" 2>&1 || status=$?
     t1="$(now)"
     ((status == 0)) || { tail -n 30 "$logf" >&2; die "job $kind ($2) failed"; }
-    last_time="$(echo "$t1 - $t0" | bc -l)"
+    last_time="$(calc "$t1 - $t0")"
 }
 
 # metric LOG KEY: the last value of KEY=<n> in the plugin's --metrics lines.
@@ -166,15 +167,18 @@ plugin_prog() { # cache-dir endpoint
     echo "$plugin --cache-dir=$1 --bucket=$bucket --s3-endpoint-url=$2 --s3-path-style --prefix=$prefix --metrics"
 }
 
-mb() { echo "scale=1; ${1:-0} / 1000000" | bc -l; }
+calc() { awk "BEGIN { print $1 }"; }                  # calc EXPR
+mb() { awk -v n="${1:-0}" 'BEGIN { printf "%.1f", n / 1e6 }'; }
 
 # ---------------------------------------------------------------- the fleet
 
 rows=()
+declare -A seed
 for kind in $kinds; do
     log "seed worker: $kind"
     fresh_checkout
     run_job "$kind" "seed-$kind" "$work/dirs/seed-$kind-gocache" "$(plugin_prog "$work/dirs/seed-$kind" "$s3_endpoint")"
+    seed[$kind]=$last_time
     log "  $(printf '%.1f' "$last_time")s"
 done
 
@@ -210,9 +214,9 @@ for delay in $delays; do
         used="$(metric "$logf" prefetch_used_bytes)"
         wasted="$(metric "$logf" prefetch_wasted_bytes)"
         pct="-"
-        ((${pf:-0} > 0)) && pct="$(echo "scale=1; 100 * ${used:-0} / $pf" | bc -l)%"
-        ratio="$(echo "scale=2; $last_time / ${warm[$kind]}" | bc -l)"
-        rows+=("| $kind | $delay | $(printf '%.1f' "$last_time") | $(printf '%.1f' "${warm[$kind]}") | $ratio | $tests | $(mb "$pf") | $(mb "$used") | $(mb "$wasted") | $pct | ${requests:-?} | $(mb "$(metric "$logf" bytes_down)") | $(mb "$(metric "$logf" bytes_up)") |")
+        ((${pf:-0} > 0)) && pct="$(awk -v u="${used:-0}" -v p="$pf" 'BEGIN { printf "%.1f%%", 100 * u / p }')"
+        ratio="$(awk -v a="$last_time" -v b="${warm[$kind]}" 'BEGIN { printf "%.2f", a / b }')"
+        rows+=("| $kind | $delay | $(printf '%.1f' "${seed[$kind]}") | $(printf '%.1f' "$last_time") | $(printf '%.1f' "${warm[$kind]}") | $ratio | $tests | $(mb "$pf") | $(mb "$used") | $(mb "$wasted") | $pct | ${requests:-?} | $(mb "$(metric "$logf" bytes_down)") | $(mb "$(metric "$logf" bytes_up)") |")
         log "  ${rows[-1]}"
     done
 done
@@ -223,10 +227,11 @@ cat <<EOF
 
 Plugin built from $rev; $(go version | cut -d' ' -f3-); $(nproc) cores; MinIO $minio_version on loopback.
 Each row is one cold worker: a fresh clone, canonical-mtimes, an empty --cache-dir and
-GOCACHE, the bucket filled by one earlier worker of each job kind. "warm" is the go
-command's own warm cache on a fresh clone of the same commit.
+GOCACHE, the bucket filled by one earlier worker of each job kind ("first worker": that
+worker's time, on loopback, with an empty bucket). "warm" is the go command's own warm
+cache on a fresh clone of the same commit.
 
-| job | S3 delay | cold worker (s) | warm local (s) | cold/warm | tests cached | prefetched MB | used MB | wasted MB | used | S3 requests | MB down | MB up |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| job | S3 delay | first worker (s) | cold worker (s) | warm local (s) | cold/warm | tests cached | prefetched MB | used MB | wasted MB | used | S3 requests | MB down | MB up |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
 printf '%s\n' "${rows[@]}"
