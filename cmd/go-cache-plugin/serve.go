@@ -291,7 +291,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	// sessionManifests).
 	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
 	if web != nil {
-		registerPrefetchMetrics(web.Registry(), manifests)
+		web.WatchPrefetch(manifests)
 	}
 	var d *daemon.Server
 	serveErr := make(chan error, 2)

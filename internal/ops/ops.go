@@ -92,6 +92,7 @@ func New(version string) *Server {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.metrics,
+		s.storeCollector(),
 		s.metrics.frontDur,
 		s.metrics.remoteDur,
 	)
