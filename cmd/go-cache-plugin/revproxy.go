@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,11 +70,6 @@ var revProxyEnv = []envVar{
 	{"revproxy-timeout", "GOCACHE_REVPROXY_TIMEOUT"},
 	{"install-ca", "GOCACHE_INSTALL_CA"},
 }
-
-// revProxyTestDialEnv is a test-only setting: every connection to an
-// origin goes to this IP address (keeping the port), so that tests can
-// use made-up host names for local servers. Never set it in production.
-const revProxyTestDialEnv = "GOCACHE_REVPROXY_TEST_ONLY_DIAL"
 
 func (m *revProxyFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.Hosts, "revproxy", "", "with --http: be a caching HTTP(S) proxy for these hosts (comma-separated; *.example.com for subdomains)")
@@ -197,10 +191,8 @@ matches decides; "default" stands for the built-in rules:
 Metrics: the "revproxy" front end on /metrics and the status page, and
 gocacheplugin_revproxy_* counters (hits by source, fills, waits, tunnels).
 
-For tests only: GOCACHE_REVPROXY_TEST_ONLY_DIAL=127.0.0.1 sends every
-connection to a target's origin to that address (keeping the port),
-bypassing --revproxy-allow-local (tunnels are not affected), and the Go
-runtime's SSL_CERT_FILE sets the CAs trusted for origins.`
+The Go runtime's SSL_CERT_FILE and SSL_CERT_DIR set the CAs the proxy
+trusts for origins.`
 
 // startRevProxy mounts the reverse proxy on web and returns a function that
 // stops it, finishing or cutting its fills by the time ctx ends.
@@ -245,10 +237,7 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 	if cfg.Debug.has(debugRevProxy) {
 		rc.Debugf = logf
 	}
-	if addr := os.Getenv(revProxyTestDialEnv); addr != "" {
-		rc.TestDialAddr = addr
-		logf("revproxy: TEST ONLY: every origin connection goes to %s (%s is set)", addr, revProxyTestDialEnv)
-	}
+	applyRevProxyTestHooks(&rc, logf) // nothing, but in the tests' own build (testhooks_on.go)
 	p, err := revproxy.New(rc)
 	if err != nil {
 		return nil, err
