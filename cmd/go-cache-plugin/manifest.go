@@ -10,7 +10,6 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/daemon"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Manifests and prefetch (see gobuild.Manifests): with a bucket, each
@@ -170,34 +169,6 @@ func sessionManifests(cfg *config, opts daemon.SessionOptions, logf func(string,
 // newManifests returns the manifests of the cache, as cfg sets them.
 func newManifests(cfg *config, cache *gobuild.Cache) *gobuild.Manifests {
 	return &gobuild.Manifests{Cache: cache, Concurrency: cfg.Prefetch, PackMinEntries: cfg.PackMin, Compress: cfg.Compress, Logf: logger(cfg.Verbose)}
-}
-
-// registerPrefetchMetrics adds gocacheplugin_prefetch_* counters to reg.
-func registerPrefetchMetrics(reg *prometheus.Registry, m *gobuild.Manifests) {
-	for _, c := range []struct {
-		name, help string
-		get        func(gobuild.PrefetchStats) int64
-	}{
-		{"manifests_read_total", "Manifests read at the start of builds.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsRead }},
-		{"manifests_written_total", "Manifests written at the close of builds.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsWritten }},
-		{"manifests_kept_total", "Manifests left in place at the close of builds that asked for much less than they list.", func(s gobuild.PrefetchStats) int64 { return s.ManifestsKept }},
-		{"objects_total", "Outputs prefetched.", func(s gobuild.PrefetchStats) int64 { return s.Prefetched }},
-		{"bytes_total", "Bytes of the outputs prefetched.", func(s gobuild.PrefetchStats) int64 { return s.PrefetchedBytes }},
-		{"used_total", "Prefetched outputs the go command asked for.", func(s gobuild.PrefetchStats) int64 { return s.Used }},
-		{"used_bytes_total", "Bytes of the prefetched outputs the go command asked for.", func(s gobuild.PrefetchStats) int64 { return s.UsedBytes }},
-		{"wasted_total", "Prefetched outputs not asked for by the close of their build.", func(s gobuild.PrefetchStats) int64 { return s.Wasted }},
-		{"wasted_bytes_total", "Bytes of the prefetched outputs not asked for.", func(s gobuild.PrefetchStats) int64 { return s.WastedBytes }},
-		{"waited_total", "Requests that waited for a prefetch in flight.", func(s gobuild.PrefetchStats) int64 { return s.Waited }},
-		{"pack_reads_total", "Ranged reads of packs.", func(s gobuild.PrefetchStats) int64 { return s.PackReads }},
-		{"packed_total", "Outputs prefetched from packs.", func(s gobuild.PrefetchStats) int64 { return s.Packed }},
-		{"packs_written_total", "Packs written at the close of builds.", func(s gobuild.PrefetchStats) int64 { return s.PacksWritten }},
-	} {
-		get := c.get
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "gocacheplugin_prefetch_" + c.name,
-			Help: c.help,
-		}, func() float64 { return float64(get(m.Stats())) }))
-	}
 }
 
 // beginBuild wraps the handler of one build with its manifests.

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/go-cache-plugin/go-cache-plugin/internal/ops"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/modproxy"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
@@ -302,7 +300,7 @@ func startModProxy(ctx context.Context, cfg *config, m *modProxyFlags, st *store
 	if err != nil {
 		return nil, err
 	}
-	registerModProxyMetrics(web.Registry(), p)
+	web.WatchModProxy(p)
 	web.HandleRaw("/mod/", http.StripPrefix("/mod", p)) // paths as sent: the proxy refuses dot segments
 
 	var dbs []string
@@ -321,28 +319,4 @@ func startModProxy(ctx context.Context, cfg *config, m *modProxyFlags, st *store
 	}
 	logf("module proxy at /mod/: upstream %s, %s; list and @latest fresh for %v", upstream, verify, m.TTL)
 	return p.Close, nil
-}
-
-// registerModProxyMetrics adds gocacheplugin_modproxy_* counters to reg.
-func registerModProxyMetrics(reg *prometheus.Registry, p *modproxy.Proxy) {
-	for _, c := range []struct {
-		name, help string
-		get        func(modproxy.Stats) int64
-	}{
-		{"requests_total", "Requests received by the module proxy.", func(s modproxy.Stats) int64 { return s.Requests }},
-		{"upstream_requests_total", "Files the module proxy asked of its upstream.", func(s modproxy.Stats) int64 { return s.Misses }},
-		{"stale_total", "Answers served stale because the upstream failed.", func(s modproxy.Stats) int64 { return s.Stale }},
-		{"not_found_total", "404 and 410 answers.", func(s modproxy.Stats) int64 { return s.NotFound }},
-		{"bad_requests_total", "Invalid paths and methods.", func(s modproxy.Stats) int64 { return s.BadRequests }},
-		{"errors_total", "5xx answers (upstream failures, refusals).", func(s modproxy.Stats) int64 { return s.Errors }},
-		{"verified_total", "Module files checked against the checksum database.", func(s modproxy.Stats) int64 { return s.Verified }},
-		{"refused_total", "Module files refused: they do not match the checksum database, or it could not answer.", func(s modproxy.Stats) int64 { return s.Refused }},
-		{"upstream_bytes_total", "Bytes read from the upstream.", func(s modproxy.Stats) int64 { return s.BytesFetched }},
-	} {
-		get := c.get
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "gocacheplugin_modproxy_" + c.name,
-			Help: c.help,
-		}, func() float64 { return float64(get(p.Stats())) }))
-	}
 }

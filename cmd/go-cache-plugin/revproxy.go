@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/internal/ops"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/revproxy"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // revProxyFlags are the serve flags of the reverse proxy (lib/revproxy).
@@ -72,11 +70,6 @@ var revProxyEnv = []envVar{
 	{"revproxy-timeout", "GOCACHE_REVPROXY_TIMEOUT"},
 	{"install-ca", "GOCACHE_INSTALL_CA"},
 }
-
-// revProxyTestDialEnv is a test-only setting: every connection to an
-// origin goes to this IP address (keeping the port), so that tests can
-// use made-up host names for local servers. Never set it in production.
-const revProxyTestDialEnv = "GOCACHE_REVPROXY_TEST_ONLY_DIAL"
 
 func (m *revProxyFlags) bind(fs *flag.FlagSet) {
 	fs.StringVar(&m.Hosts, "revproxy", "", "with --http: be a caching HTTP(S) proxy for these hosts (comma-separated; *.example.com for subdomains)")
@@ -198,10 +191,8 @@ matches decides; "default" stands for the built-in rules:
 Metrics: the "revproxy" front end on /metrics and the status page, and
 gocacheplugin_revproxy_* counters (hits by source, fills, waits, tunnels).
 
-For tests only: GOCACHE_REVPROXY_TEST_ONLY_DIAL=127.0.0.1 sends every
-connection to a target's origin to that address (keeping the port),
-bypassing --revproxy-allow-local (tunnels are not affected), and the Go
-runtime's SSL_CERT_FILE sets the CAs trusted for origins.`
+The Go runtime's SSL_CERT_FILE and SSL_CERT_DIR set the CAs the proxy
+trusts for origins.`
 
 // startRevProxy mounts the reverse proxy on web and returns a function that
 // stops it, finishing or cutting its fills by the time ctx ends.
@@ -246,10 +237,7 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 	if cfg.Debug.has(debugRevProxy) {
 		rc.Debugf = logf
 	}
-	if addr := os.Getenv(revProxyTestDialEnv); addr != "" {
-		rc.TestDialAddr = addr
-		logf("revproxy: TEST ONLY: every origin connection goes to %s (%s is set)", addr, revProxyTestDialEnv)
-	}
+	applyRevProxyTestHooks(&rc, logf) // nothing, but in the tests' own build (testhooks_on.go)
 	p, err := revproxy.New(rc)
 	if err != nil {
 		return nil, err
@@ -271,7 +259,7 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 			w.Write(bundle.PEM)
 		}))
 	}
-	web.Registry().MustRegister(revProxyCollector{p})
+	web.WatchRevProxy(p)
 	tunnel := "tunnelling other hosts"
 	if !rc.Tunnel {
 		tunnel = "refusing other hosts"
@@ -292,63 +280,4 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 			s.HitsLocal, s.HitsBucket, s.HitsMemory, s.Misses, s.StoredDisk+s.StoredMemory, s.Tunnels)
 		return err
 	}, nil
-}
-
-// revProxyCollector reports the proxy's counters on /metrics.
-type revProxyCollector struct{ p *revproxy.Proxy }
-
-var (
-	rpHits      = prometheus.NewDesc("gocacheplugin_revproxy_hits_total", "Reverse proxy responses served from the cache, by where they were found.", []string{"source"}, nil)
-	rpMisses    = prometheus.NewDesc("gocacheplugin_revproxy_misses_total", "Reverse proxy requests fetched from the origin to be cached.", nil, nil)
-	rpBypassed  = prometheus.NewDesc("gocacheplugin_revproxy_bypassed_total", "Reverse proxy requests passed through (not GET, ranges not cached, ...).", nil, nil)
-	rpWaits     = prometheus.NewDesc("gocacheplugin_revproxy_waits_total", "Reverse proxy requests that waited for another's fetch of their URL.", nil, nil)
-	rpFills     = prometheus.NewDesc("gocacheplugin_revproxy_fills_total", "Reverse proxy fetches from origins, by outcome.", []string{"result"}, nil)
-	rpErrors    = prometheus.NewDesc("gocacheplugin_revproxy_upstream_errors_total", "Reverse proxy requests answered 502 or 504.", nil, nil)
-	rpBad       = prometheus.NewDesc("gocacheplugin_revproxy_bad_requests_total", "Malformed or refused reverse proxy requests.", nil, nil)
-	rpConnects  = prometheus.NewDesc("gocacheplugin_revproxy_connects_total", "CONNECT requests, by what was done with them.", []string{"kind"}, nil)
-	rpRefusedL  = prometheus.NewDesc("gocacheplugin_revproxy_refused_local_total", "Reverse proxy connections refused because they would reach a local address (loopback, link-local, this host's).", nil, nil)
-	rpTLSErrors = prometheus.NewDesc("gocacheplugin_revproxy_tls_errors_total", "Failed TLS handshakes with clients.", nil, nil)
-	rpTunnels   = prometheus.NewDesc("gocacheplugin_revproxy_open_tunnels", "Tunnels open now.", nil, nil)
-	rpBytes     = prometheus.NewDesc("gocacheplugin_revproxy_bytes_total", "Body bytes, by direction: served from the cache, fetched from origins.", []string{"direction"}, nil)
-	rpMemory    = prometheus.NewDesc("gocacheplugin_revproxy_memory_bytes", "Bytes of the responses held in the memory tier.", nil, nil)
-	rpMemoryN   = prometheus.NewDesc("gocacheplugin_revproxy_memory_entries", "Responses held in the memory tier.", nil, nil)
-)
-
-func (c revProxyCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{rpHits, rpMisses, rpBypassed, rpWaits, rpFills, rpErrors, rpBad, rpConnects, rpRefusedL, rpTLSErrors, rpTunnels, rpBytes, rpMemory, rpMemoryN} {
-		ch <- d
-	}
-}
-
-func (c revProxyCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.p.Stats()
-	counter := func(d *prometheus.Desc, v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
-	gauge := func(d *prometheus.Desc, v int64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, float64(v))
-	}
-	counter(rpHits, s.HitsLocal, "local")
-	counter(rpHits, s.HitsBucket, "bucket")
-	counter(rpHits, s.HitsMemory, "memory")
-	counter(rpMisses, s.Misses)
-	counter(rpBypassed, s.Bypassed)
-	counter(rpWaits, s.Waits)
-	counter(rpFills, s.StoredDisk, "stored_disk")
-	counter(rpFills, s.StoredMemory, "stored_memory")
-	counter(rpFills, s.Uncacheable, "uncacheable")
-	counter(rpFills, s.Aborted, "aborted")
-	counter(rpFills, s.StoreErrors, "store_error")
-	counter(rpErrors, s.UpstreamErrors)
-	counter(rpBad, s.BadRequests)
-	counter(rpConnects, s.Intercepts, "intercept")
-	counter(rpConnects, s.Tunnels, "tunnel")
-	counter(rpConnects, s.Refused, "refused")
-	counter(rpRefusedL, s.RefusedLocal)
-	counter(rpTLSErrors, s.TLSErrors)
-	gauge(rpTunnels, s.OpenTunnels)
-	counter(rpBytes, s.BytesServed, "served")
-	counter(rpBytes, s.BytesFetched, "fetched")
-	gauge(rpMemory, s.MemoryBytes)
-	gauge(rpMemoryN, s.MemoryEntries)
 }

@@ -30,7 +30,8 @@ import (
 )
 
 // The made-up target names of the tests; the daemon dials them at
-// 127.0.0.1 (GOCACHE_REVPROXY_TEST_ONLY_DIAL).
+// 127.0.0.1 (GOCACHE_REVPROXY_TEST_ONLY_DIAL, a setting of the tests' own
+// build only: testhooks_on.go).
 const (
 	rpRegistry = "registry.test"
 	rpFiles    = "files.test"

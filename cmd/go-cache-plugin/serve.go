@@ -8,9 +8,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/creachadair/command"
@@ -293,7 +291,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	// sessionManifests).
 	manifests, names := newManifests(cfg, cache), manifestNames(cfg, false)
 	if web != nil {
-		registerPrefetchMetrics(web.Registry(), manifests)
+		web.WatchPrefetch(manifests)
 	}
 	var d *daemon.Server
 	serveErr := make(chan error, 2)
@@ -342,50 +340,17 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 		logf("serving HTTP on http://%s/", hl.Addr())
 	}
 
-	var runErr error
-	select {
-	case <-ctx.Done():
-		logf("shutting down (%v): accepting no new sessions", context.Cause(ctx))
-	case runErr = <-serveErr:
-		logf("shutting down: %v", runErr)
-	}
-	if web != nil {
-		web.SetDraining()
-	}
-
-	// A second signal cuts the waits short.
-	hurry, hurryUp := context.WithCancel(context.Background())
-	defer hurryUp()
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		select {
-		case s := <-sigs:
-			logf("%v again: cutting the shutdown short", s)
-			hurryUp()
-		case <-hurry.Done():
-		}
-	}()
-
 	// Sessions and HTTP requests finish within --shutdown-timeout; then the
-	// proxies' fills, then the uploads within --drain-timeout.
-	sctx, cancel := context.WithTimeout(hurry, sc.ShutdownTimeout)
-	var rep daemon.ShutdownReport
-	if d != nil {
-		rep = d.Shutdown(sctx)
-	}
+	// proxies' fills (lib/daemon.Lifetime); then the uploads within
+	// --drain-timeout. A second signal cuts the waits short.
+	life := &daemon.Lifetime{Sessions: d, FrontEnds: stops, Timeout: sc.ShutdownTimeout, Logf: logf}
 	if web != nil {
-		if err := web.Shutdown(sctx); err != nil {
-			logf("HTTP listener: requests cut at shutdown: %v", err)
-		}
+		life.HTTP, life.Draining = web, web.SetDraining
 	}
-	for _, stop := range stops {
-		if err := stop(sctx); err != nil {
-			logf("%v", err)
-		}
-	}
-	cancel()
+	runErr := life.Wait(ctx, serveErr)
+	hurry, stopHurry := daemon.Hurry(logf)
+	defer stopHurry()
+	rep := life.Stop(hurry)
 
 	queued := st.Stats().UploadQueue
 	dctx, cancel := hurry, context.CancelFunc(func() {})
@@ -397,11 +362,8 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 
 	var b strings.Builder
 	b.WriteString("shutdown complete")
-	if d != nil {
-		fmt.Fprintf(&b, ": sessions: %d finished, %d cut", rep.Finished, rep.Cut)
-		if rep.Stuck > 0 {
-			fmt.Fprintf(&b, " (%d still busy, abandoned)", rep.Stuck)
-		}
+	if r := rep.String(); r != "" {
+		b.WriteString(": " + r)
 	}
 	switch {
 	case drainErr != nil:

@@ -124,7 +124,7 @@ func bucketStats(env *command.Env, cfg *config) (*bucketUsage, error) {
 	err = cli.List(ctx, func(o s3util.ObjectInfo) error {
 		n++
 		bytes += o.Size
-		if kind := bucketKind(o.Key); kind != "" {
+		if kind := store.BucketKind(o.Key); kind != "" {
 			tally.Add(kind, o.Size, o.LastModified)
 		} else {
 			tally.Foreign(o.Size)
@@ -142,22 +142,6 @@ func bucketStats(env *command.Env, cfg *config) (*bucketUsage, error) {
 		return nil, err
 	}
 	return &bucketUsage{Name: cfg.Bucket, Prefix: strings.Trim(cfg.Prefix, "/"), Usage: tally.Usage()}, nil
-}
-
-// bucketKind returns the kind of the object at key (prefix removed) in the
-// bucket: that of a store key, "<kind>/<xx>/<name>", or for other objects
-// of the cache (the build cache's manifests, "manifest/<name>") the first
-// element of the key. Anything else is not the cache's: "".
-func bucketKind(key string) string {
-	if k, ok := store.ParseKey(key); ok {
-		return k.Kind
-	}
-	if kind, rest, ok := strings.Cut(key, "/"); ok && rest != "" {
-		if _, ok := store.ParseKey(kind + "/00/00"); ok {
-			return kind
-		}
-	}
-	return ""
 }
 
 // ageLabels says what the age buckets of a Usage mean.

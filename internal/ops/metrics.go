@@ -203,15 +203,9 @@ type metrics struct {
 	remoteDur *prometheus.HistogramVec
 
 	lookups, served, stores, stored *prometheus.Desc
-	storeCounters                   []storeCounter
 	uploadQueue, breaker, remoteOn  *prometheus.Desc
 	live, accepted, closed, dropped *prometheus.Desc
 	buildInfo, startTime            *prometheus.Desc
-}
-
-type storeCounter struct {
-	desc *prometheus.Desc
-	get  func(store.Stats) int64
 }
 
 func newMetrics(s *Server) *metrics {
@@ -244,29 +238,6 @@ func newMetrics(s *Server) *metrics {
 		buildInfo:   d("build_info", "Version of the running binary.", "version", "goversion"),
 		startTime:   d("start_time_seconds", "When the daemon started, in Unix seconds."),
 	}
-	for _, c := range []struct {
-		name, help string
-		get        func(store.Stats) int64
-	}{
-		{"store_local_hits_total", "Objects found in the local tier.", func(s store.Stats) int64 { return s.LocalHits }},
-		{"store_local_misses_total", "Objects not found in the local tier.", func(s store.Stats) int64 { return s.LocalMisses }},
-		{"store_corrupt_local_total", "Local objects removed for failing their check.", func(s store.Stats) int64 { return s.CorruptLocal }},
-		{"store_writes_total", "Objects written to the local tier.", func(s store.Stats) int64 { return s.Writes }},
-		{"store_written_bytes_total", "Bytes written to the local tier.", func(s store.Stats) int64 { return s.BytesWritten }},
-		{"store_remote_hits_total", "Local misses faulted in from the remote tier.", func(s store.Stats) int64 { return s.RemoteHits }},
-		{"store_remote_misses_total", "Local misses the remote tier did not have.", func(s store.Stats) int64 { return s.RemoteMisses }},
-		{"store_remote_errors_total", "Remote calls that failed (counted as misses).", func(s store.Stats) int64 { return s.RemoteErrors }},
-		{"store_remote_skipped_total", "Remote calls skipped while the breaker was open.", func(s store.Stats) int64 { return s.RemoteSkipped }},
-		{"store_corrupt_remote_total", "Remote objects rejected by verification.", func(s store.Stats) int64 { return s.CorruptRemote }},
-		{"store_remote_read_bytes_total", "Bytes faulted in from the remote tier.", func(s store.Stats) int64 { return s.BytesDown }},
-		{"store_uploads_total", "Objects written to the remote tier.", func(s store.Stats) int64 { return s.Uploads }},
-		{"store_uploads_found_total", "Uploads skipped: already in the remote tier.", func(s store.Stats) int64 { return s.UploadsFound }},
-		{"store_upload_errors_total", "Uploads that failed.", func(s store.Stats) int64 { return s.UploadErrors }},
-		{"store_uploads_dropped_total", "Uploads not attempted (breaker open or drain deadline).", func(s store.Stats) int64 { return s.UploadsDropped }},
-		{"store_uploaded_bytes_total", "Bytes uploaded to the remote tier.", func(s store.Stats) int64 { return s.BytesUp }},
-	} {
-		m.storeCounters = append(m.storeCounters, storeCounter{d(c.name, c.help), c.get})
-	}
 	return m
 }
 
@@ -276,9 +247,6 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.live, m.accepted, m.closed, m.dropped, m.buildInfo, m.startTime,
 	} {
 		ch <- d
-	}
-	for _, c := range m.storeCounters {
-		ch <- c.desc
 	}
 }
 
@@ -309,10 +277,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.stored, fs.BytesStored, fs.Name)
 	}
 	if st != nil {
-		ss := st.Stats()
-		for _, c := range m.storeCounters {
-			counter(c.desc, c.get(ss))
-		}
+		ss := st.Stats() // the counters: Server.storeCollector
 		if ss.Remote {
 			gauge(m.remoteOn, 1)
 			gauge(m.uploadQueue, float64(ss.UploadQueue))

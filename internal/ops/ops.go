@@ -29,7 +29,15 @@
 // remote_request_duration_seconds{op=get|put|exists,result=ok|not_found|error}.
 // Sessions: sessions_live, sessions_accepted_total, sessions_closed_total,
 // sessions_dropped_total{reason}. Also build_info{version,goversion},
-// start_time_seconds, and the Go runtime and process collectors.
+// start_time_seconds, and the Go runtime and process collectors. With
+// [Server.WatchModProxy], [Server.WatchRevProxy] and [Server.WatchPrefetch]:
+// modproxy_*, revproxy_* and prefetch_* counters.
+//
+// The counters of the store and of those front ends are read from their
+// Stats structs by one table-driven collector (statsmetrics.go), keyed by
+// the structs' json tags: a new counter is a field in the package's Stats
+// and a row in its table, and a test fails on a field in neither the table
+// nor the table's list of fields kept off /metrics.
 //
 // # Log format
 //
@@ -92,6 +100,7 @@ func New(version string) *Server {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		s.metrics,
+		s.storeCollector(),
 		s.metrics.frontDur,
 		s.metrics.remoteDur,
 	)

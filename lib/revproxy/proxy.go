@@ -80,14 +80,14 @@ type Config struct {
 	// Debugf, if set, receives a line per request.
 	Debugf func(format string, args ...any)
 
-	// TestRootCAs, if set, replaces the system's roots for verifying
-	// origins. For tests only.
-	TestRootCAs *x509.CertPool
-	// TestDialAddr, if set, is the IP address every connection to a
-	// target's origin goes to, keeping the port, whatever the host name;
-	// these connections bypass Policy. Tunnels are not affected. For
-	// tests only: it lets made-up target names reach local servers.
-	TestDialAddr string
+	// RootCAs, if set, replaces the system's roots for verifying origins
+	// (without it, Go's SSL_CERT_FILE and SSL_CERT_DIR apply as usual).
+	RootCAs *x509.CertPool
+	// Dial, if set, makes the connections to the targets' origins in
+	// place of the proxy's own dialer; Policy does not apply to them, Dial
+	// decides. Tunnels are not affected. Tests use it to reach local
+	// servers under made-up host names.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Proxy is a caching HTTP(S) proxy for a set of target hosts. It is an
@@ -242,12 +242,12 @@ func New(cfg Config) (*Proxy, error) {
 	p.transport = &http.Transport{
 		Proxy: nil, // never the environment's proxy: that may be this one
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			if p.cfg.TestDialAddr != "" {
-				return dialer.DialContext(ctx, network, p.dialAddr(addr))
+			if p.cfg.Dial != nil {
+				return p.cfg.Dial(ctx, network, addr)
 			}
 			return p.dialer.DialContext(ctx, network, addr)
 		},
-		TLSClientConfig:       &tls.Config{RootCAs: cfg.TestRootCAs},
+		TLSClientConfig:       &tls.Config{RootCAs: cfg.RootCAs},
 		ForceAttemptHTTP2:     true,
 		DisableCompression:    true, // pass the client's Accept-Encoding and the origin's coding through
 		MaxIdleConnsPerHost:   16,
@@ -277,18 +277,6 @@ func New(cfg Config) (*Proxy, error) {
 		p.inner.Serve(p.innerLn) // returns when the listener is closed
 	}()
 	return p, nil
-}
-
-// dialAddr is the address to dial for addr ("host:port").
-func (p *Proxy) dialAddr(addr string) string {
-	if p.cfg.TestDialAddr == "" {
-		return addr
-	}
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	return net.JoinHostPort(p.cfg.TestDialAddr, port)
 }
 
 // IsTarget reports whether host (without a port) is one of the targets.

@@ -62,8 +62,20 @@ type harnessOpts struct {
 	noTunnel bool
 	timeout  time.Duration
 	targets  []string    // nil: registry.test and files.test
-	realDial bool        // no TestDialAddr: targets are dialled by name
+	realDial bool        // no Config.Dial: targets are dialled by name
 	policy   *DialPolicy // nil: loopback allowed (the origin's address)
+}
+
+// dialLoopback connects to 127.0.0.1 at addr's port, whatever addr's
+// host: the made-up target names of the tests are served by the local
+// origin.
+func dialLoopback(ctx context.Context, network, addr string) (net.Conn, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	return d.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", port))
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -98,14 +110,14 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		UpstreamTimeout: o.timeout,
 		Logf:            h.logs.logf,
 		Debugf:          h.logs.logf,
-		TestRootCAs:     h.origin.CAPool,
-		TestDialAddr:    "127.0.0.1",
+		RootCAs:         h.origin.CAPool,
+		Dial:            dialLoopback,
 	}
 	if o.targets != nil {
 		cfg.Targets = o.targets
 	}
 	if o.realDial {
-		cfg.TestDialAddr = ""
+		cfg.Dial = nil
 	}
 	if o.policy != nil {
 		cfg.Policy = *o.policy
