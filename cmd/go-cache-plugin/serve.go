@@ -386,12 +386,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	cancel()
 
 	queued := st.Stats().UploadQueue
-	dctx, cancel := hurry, context.CancelFunc(func() {})
-	if cfg.DrainTimeout > 0 {
-		dctx, cancel = context.WithTimeout(hurry, cfg.DrainTimeout)
-	}
-	drainErr := st.Close(dctx)
-	cancel()
+	drainErr := closeStore(hurry, cfg, st)
 
 	var b strings.Builder
 	b.WriteString("shutdown complete")

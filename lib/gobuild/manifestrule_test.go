@@ -99,7 +99,7 @@ func TestShortRunReadsManifestAtClose(t *testing.T) {
 	remote := &slowManifest{Remote: mem}
 	c := newCache(t, remote)
 	m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
-	h := m.Begin(t.Context(), c, []string{"m"})
+	h := m.Begin(t.Context(), owned{c}, []string{"m"})
 	for i, aid := range big.aids[:3] {
 		if _, ok, err := h.Get(t.Context(), aid); err != nil || !ok {
 			t.Fatalf("action %d: %v, %v; want a hit from the bucket", i, ok, err)

@@ -455,27 +455,18 @@ func (p *Proxy) fillImmutable(ctx context.Context, req request, key store.Key, c
 		return result{}, err
 	}
 	defer body.Close()
-	lr := &countingReader{r: io.LimitReader(body, max+1)}
-	// Check.Verify runs on the complete temporary file: its error, if
-	// any, is kept to tell a refusal from a local fault.
-	var verr error
-	if check.Verify != nil {
-		v := check.Verify
-		check.Verify = func(path string) error {
-			if lr.n > max {
-				verr = fmt.Errorf("%s: upstream sent more than %d bytes", req.name, max)
-				return verr
-			}
-			verr = v(path)
-			return verr
-		}
-	}
+	lr := &countingReader{r: body}
+	// The store refuses a file over the cap as it arrives, before it is
+	// installed, and marks every refusal (the cap, the checksum
+	// database's) with store.ErrMismatch.
+	check.MaxSize = max
 	obj, err := p.st.Write(ctx, key, lr, check)
 	p.stats.bytesFetched.Add(lr.n)
-	if err == nil && lr.n > max {
-		// Not verified (no Verify for this kind): still refuse it.
-		p.st.Remove(key)
-		err = fmt.Errorf("%s: upstream sent more than %d bytes", req.name, max)
+	var verr error // a refusal, as opposed to a local or upstream fault
+	if errors.Is(err, store.ErrMismatch) {
+		if lr.n > max {
+			err = fmt.Errorf("%s: upstream sent more than %d bytes", req.name, max)
+		}
 		verr = err
 	}
 	if p.cfg.OnStore != nil {
