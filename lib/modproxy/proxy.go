@@ -92,7 +92,8 @@ type Config struct {
 	// the upstream), the bytes served and any error.
 	OnLookup func(hit bool, size int64, err error, d time.Duration)
 	// OnStore, if set, is called after each file is fetched from the
-	// upstream and stored (or refused, with an error).
+	// upstream and stored (or not, with an error; a refusal wraps
+	// store.ErrMismatch).
 	OnStore func(size int64, err error, d time.Duration)
 }
 
@@ -465,7 +466,7 @@ func (p *Proxy) fillImmutable(ctx context.Context, req request, key store.Key, c
 	var verr error // a refusal, as opposed to a local or upstream fault
 	if errors.Is(err, store.ErrMismatch) {
 		if lr.n > max {
-			err = fmt.Errorf("%s: upstream sent more than %d bytes", req.name, max)
+			err = refusal{fmt.Sprintf("%s: upstream sent more than %d bytes", req.name, max), err}
 		}
 		verr = err
 	}
@@ -854,6 +855,16 @@ func (w *recorder) status() int {
 	}
 	return w.code
 }
+
+// refusal is a refused file's error, said in the proxy's words, wrapping
+// the store's (which wraps store.ErrMismatch).
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r refusal) Error() string { return r.msg }
+func (r refusal) Unwrap() error { return r.err }
 
 // countingReader counts the bytes read through it.
 type countingReader struct {

@@ -63,14 +63,31 @@
 // checked again before it is deleted: an object whose use was recorded
 // meanwhile is put back, and a request that finds it gone is a miss.
 //
-// # Verification
+// # Writing and verification
+//
+// [Store.Write] stores what a reader holds; [Store.Create] returns a
+// [Writer] for an object produced in pieces (a response streamed to a
+// client and to the store at once), which [Writer.Commit] installs and
+// [Writer.Abort] discards. Either way the bytes go to a temporary file in
+// the object's directory, renamed into place only once complete and
+// verified, and a write stops, leaving nothing behind, once its context
+// ends. Neither uploads: see [Store.Upload].
 //
 // A [Check] describes what an object must be: its size and, for
-// content-addressed objects, its SHA-256. Writes are verified before the
-// rename; a write that fails its check is discarded. A local read checks the
-// size (a stat, cheap enough for every request); a file of the wrong size is
-// removed and reported as a miss. Objects faulted in from the remote tier
-// are verified in full before they are installed.
+// content-addressed objects, its SHA-256; a bound on its size
+// (Check.MaxSize), enforced as the bytes arrive, so that an oversized
+// object is refused before it is ever installed; and a function that
+// checks the complete file another way (Check.Verify). Writes are verified
+// before the rename; a write that fails its check is discarded, with an
+// error wrapping [ErrMismatch]. A local read checks the size (a stat,
+// cheap enough for every request); a file of the wrong size is removed and
+// reported as a miss. Objects faulted in from the remote tier are verified
+// in full before they are installed.
+//
+// Whoever opens a store closes it: [Store.Close] drains the pending
+// uploads within its context's bound and is the only drain (the build
+// cache's handler leaves it to the command, which calls it at the go
+// command's close in direct mode and at shutdown in serve mode).
 //
 // # Remote tier
 //
