@@ -215,11 +215,11 @@ func runDirect(env *command.Env, cfg *config) error {
 	cache := &gobuild.Cache{
 		Store:         st,
 		MinUploadSize: cfg.MinUploadSize,
-		DrainTimeout:  cfg.DrainTimeout,
 		Logf:          logger(true),
 	}
 	manifests, names := newManifests(cfg, cache), manifestNames(cfg, true)
-	srv := &cacheprog.Server{Handler: beginBuild(ctx, manifests, cache, names), MaxConcurrency: cfg.Concurrency}
+	h := drainOnClose{cache, func(ctx context.Context) error { return closeStore(ctx, cfg, st) }}
+	srv := &cacheprog.Server{Handler: beginBuild(ctx, manifests, h, names), MaxConcurrency: cfg.Concurrency}
 	if cfg.Debug.has(debugBuild) {
 		srv.Logf = logger(true)
 	}

@@ -353,12 +353,7 @@ func runServe(env *command.Env, cfg *config, sc *serveConfig) error {
 	rep := life.Stop(hurry)
 
 	queued := st.Stats().UploadQueue
-	dctx, cancel := hurry, context.CancelFunc(func() {})
-	if cfg.DrainTimeout > 0 {
-		dctx, cancel = context.WithTimeout(hurry, cfg.DrainTimeout)
-	}
-	drainErr := st.Close(dctx)
-	cancel()
+	drainErr := closeStore(hurry, cfg, st)
 
 	var b strings.Builder
 	b.WriteString("shutdown complete")

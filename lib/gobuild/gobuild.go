@@ -65,12 +65,8 @@ type Cache struct {
 	// smaller ones (and their actions) stay local.
 	MinUploadSize int64
 
-	// DrainTimeout bounds how long Close waits for pending uploads; zero
-	// means no bound beyond the context's.
-	DrainTimeout time.Duration
-
-	// Logf, if set, receives log lines about records that could not be used
-	// and uploads left undone at close.
+	// Logf, if set, receives log lines about records that could not be
+	// used.
 	Logf func(format string, args ...any)
 
 	gets, hits, puts, putBytes atomic.Int64
@@ -279,18 +275,8 @@ func (c *Cache) Put(ctx context.Context, req cacheprog.PutRequest) (string, erro
 	return obj.Path, nil
 }
 
-// Close implements [cacheprog.Handler]: it drains pending uploads until
-// ctx ends or DrainTimeout passes. Uploads left undone are logged, not
-// returned: the build's outputs are safe locally, and an error here would
-// fail the go command.
-func (c *Cache) Close(ctx context.Context) error {
-	if c.DrainTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.DrainTimeout)
-		defer cancel()
-	}
-	if err := c.Store.Close(ctx); err != nil {
-		c.logf("close: %v", err)
-	}
-	return nil
-}
+// Close implements [cacheprog.Handler]. It leaves the store alone:
+// draining its uploads ([store.Store.Close]) is the job of whoever opened
+// it, who may serve other builds from it (the daemon) or drain it before
+// answering the go command's close (direct mode; see [cacheprog.Handler]).
+func (c *Cache) Close(context.Context) error { return nil }

@@ -110,7 +110,7 @@ func TestShortRunReadsManifestAtClose(t *testing.T) {
 	remote := &slowManifest{Remote: mem, started: make(chan struct{})}
 	c := newCache(t, remote)
 	m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
-	h := m.Begin(t.Context(), c, []string{"m"})
+	h := m.Begin(t.Context(), owned{c}, []string{"m"})
 	<-remote.started // the build's own read of its manifest is under way, and stalls
 	for i, aid := range big.aids[:3] {
 		if _, ok, err := h.Get(t.Context(), aid); err != nil || !ok {

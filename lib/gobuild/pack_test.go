@@ -43,7 +43,7 @@ func (pb packBuild) run(t *testing.T, remote store.Remote, packMin int) (*Cache,
 	t.Helper()
 	c := newCache(t, remote)
 	m := &Manifests{Cache: c, Concurrency: 4, PackMinEntries: packMin, Compress: pb.compress, Logf: t.Logf}
-	h := m.Begin(t.Context(), c, []string{"m"})
+	h := m.Begin(t.Context(), owned{c}, []string{"m"})
 	// Wait for the prefetch to end before the build asks, so that what
 	// it fetched is known; a build that asks at once is the go command's
 	// case, tested end to end with a real bucket.
@@ -147,7 +147,7 @@ func testPackWrittenAndRead(t *testing.T, compress bool) {
 	gets0, ranges0 := remote.Calls()
 	c := newCache(t, remote)
 	m = &Manifests{Cache: c, Concurrency: 4, PackMinEntries: 64, Logf: t.Logf}
-	h := m.Begin(t.Context(), c, []string{"m"})
+	h := m.Begin(t.Context(), owned{c}, []string{"m"})
 	h.(*build).wg.Wait()
 	gets, ranges := remote.Calls()
 	gets, ranges = gets-gets0, ranges-ranges0
@@ -218,7 +218,7 @@ func TestPackFaults(t *testing.T) {
 
 				c := newCache(t, remote)
 				m := &Manifests{Cache: c, Concurrency: 4, Logf: t.Logf}
-				h := m.Begin(t.Context(), c, []string{"m"})
+				h := m.Begin(t.Context(), owned{c}, []string{"m"})
 				h.(*build).wg.Wait()
 				pb.checkLocal(t, c)
 				s, ss := m.Stats(), c.Store.Stats()
@@ -285,7 +285,7 @@ func TestPackPolicy(t *testing.T) {
 	}
 	cold := newCache(t, remote)
 	m = &Manifests{Cache: cold, Concurrency: 4, Logf: t.Logf}
-	h := m.Begin(t.Context(), cold, []string{"m"})
+	h := m.Begin(t.Context(), owned{cold}, []string{"m"})
 	h.(*build).wg.Wait()
 	most.checkLocal(t, cold)
 	if s := m.Stats(); s.Packed != 80 {

@@ -142,8 +142,8 @@ func (m *Manifests) release(id aid32, ch chan struct{}) {
 	close(ch)
 }
 
-// Begin starts a build served by h (the Cache itself in direct mode, or a
-// session of it), reading its manifests from names (the first is written
+// Begin starts a build served by h (in direct mode the Cache, with a
+// Close that drains the store, or a session of it), reading its manifests from names (the first is written
 // at close) and prefetching them in the background until the build
 // closes. With no names it only passes requests to h. The returned
 // handler's Close stops the prefetch, closes h and then writes the

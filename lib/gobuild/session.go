@@ -10,7 +10,7 @@ import (
 // serves many sessions from c. Its Get, GetFast and Put are c's; its Close
 // ends the session only: it neither waits for nor cuts the uploads pending
 // on the shared store, which go on behind the session. The daemon drains
-// the store once, when it shuts down, with [Cache.Close].
+// the store once, when it shuts down, with [store.Store.Close].
 func (c *Cache) Session() cacheprog.FastGetter { return session{c} }
 
 // session is a [cacheprog.Handler] for one session on a shared Cache.

@@ -77,7 +77,11 @@
 // proofs. The check runs on the complete temporary file (store.Check.Verify),
 // both for files from the upstream and for files faulted in from the bucket.
 // A mismatch, or a database that cannot answer, is a 502 whose body says
-// why; nothing is cached.
+// why; nothing is cached. So is a file from the upstream larger than the
+// bound of its kind (16 MiB, 500 MiB for a .zip): the store refuses it as
+// it arrives (store.Check.MaxSize), so it is never visible in the cache
+// directory. The proxy tells a refusal from a local fault by
+// store.ErrMismatch.
 //
 // Config.SumDBs takes verifier keys. [SumDBKeys] selects them from a list
 // of names or keys (the daemon's --sumdb) and GOSUMDB, taking a name's key

@@ -92,7 +92,8 @@ type Config struct {
 	// the upstream), the bytes served and any error.
 	OnLookup func(hit bool, size int64, err error, d time.Duration)
 	// OnStore, if set, is called after each file is fetched from the
-	// upstream and stored (or refused, with an error).
+	// upstream and stored (or not, with an error; a refusal wraps
+	// store.ErrMismatch).
 	OnStore func(size int64, err error, d time.Duration)
 }
 
@@ -455,27 +456,18 @@ func (p *Proxy) fillImmutable(ctx context.Context, req request, key store.Key, c
 		return result{}, err
 	}
 	defer body.Close()
-	lr := &countingReader{r: io.LimitReader(body, max+1)}
-	// Check.Verify runs on the complete temporary file: its error, if
-	// any, is kept to tell a refusal from a local fault.
-	var verr error
-	if check.Verify != nil {
-		v := check.Verify
-		check.Verify = func(path string) error {
-			if lr.n > max {
-				verr = fmt.Errorf("%s: upstream sent more than %d bytes", req.name, max)
-				return verr
-			}
-			verr = v(path)
-			return verr
-		}
-	}
+	lr := &countingReader{r: body}
+	// The store refuses a file over the cap as it arrives, before it is
+	// installed, and marks every refusal (the cap, the checksum
+	// database's) with store.ErrMismatch.
+	check.MaxSize = max
 	obj, err := p.st.Write(ctx, key, lr, check)
 	p.stats.bytesFetched.Add(lr.n)
-	if err == nil && lr.n > max {
-		// Not verified (no Verify for this kind): still refuse it.
-		p.st.Remove(key)
-		err = fmt.Errorf("%s: upstream sent more than %d bytes", req.name, max)
+	var verr error // a refusal, as opposed to a local or upstream fault
+	if errors.Is(err, store.ErrMismatch) {
+		if lr.n > max {
+			err = refusal{fmt.Sprintf("%s: upstream sent more than %d bytes", req.name, max), err}
+		}
 		verr = err
 	}
 	if p.cfg.OnStore != nil {
@@ -863,6 +855,16 @@ func (w *recorder) status() int {
 	}
 	return w.code
 }
+
+// refusal is a refused file's error, said in the proxy's words, wrapping
+// the store's (which wraps store.ErrMismatch).
+type refusal struct {
+	msg string
+	err error
+}
+
+func (r refusal) Error() string { return r.msg }
+func (r refusal) Unwrap() error { return r.err }
 
 // countingReader counts the bytes read through it.
 type countingReader struct {

@@ -322,32 +322,32 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 
 	var (
 		h      hash.Hash
-		pw     *io.PipeWriter
-		resc   chan storeResult
+		sw     *store.Writer // the object being written, for storeDisk
+		swErr  error         // why it could not be
 		sinkOK = true
 		mem    *bytes.Buffer
 	)
 	switch where {
 	case storeDisk:
 		h = sha256.New()
-		var pr *io.PipeReader
-		pr, pw = io.Pipe()
-		resc = make(chan storeResult, 1)
-		go func() {
-			obj, err := p.st.Write(context.WithoutCancel(ctx), key, pr, store.Check{Size: -1, Verify: verifyFraming})
-			pr.CloseWithError(err) // a write after a failure gets err
-			resc <- storeResult{obj, err}
-		}()
+		// The client going away ends the fill, not the write: what is
+		// written is then aborted below.
+		sw, swErr = p.st.Create(context.WithoutCancel(ctx), key, store.Check{Size: -1, Verify: verifyFraming})
+		if swErr != nil {
+			sinkOK = false
+		} else {
+			defer sw.Abort() // nothing, once committed
+		}
 	case storeMemory:
 		mem = new(bytes.Buffer)
 	}
 	sink := func(b []byte) {
 		switch {
 		case !sinkOK:
-		case pw != nil:
+		case sw != nil:
 			h.Write(b)
-			if _, err := pw.Write(b); err != nil {
-				sinkOK = false
+			if _, err := sw.Write(b); err != nil {
+				sinkOK, swErr = false, err
 			}
 		case mem != nil:
 			if int64(mem.Len()+len(b)) > p.mem.maxEntry {
@@ -371,23 +371,22 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 	p.stats.bytesFetched.Add(n)
 
 	// abandon drops what was written to the store.
-	abandon := func(err error) {
-		if pw != nil {
-			pw.CloseWithError(err)
-			<-resc
+	abandon := func() {
+		if sw != nil {
+			sw.Abort()
 		}
 		p.stats.aborted.Add(1)
 	}
 	switch {
 	case upErr != nil:
-		abandon(upErr)
+		abandon()
 		p.logf("revproxy: GET %s: not cached: %v after %d bytes", rawURL, upErr, n)
 		p.land(rawURL, f, fillAborted)
 		// Cut the client's response short, so that it sees a failure
 		// rather than a complete, short body.
 		panic(http.ErrAbortHandler)
 	case clientErr != nil:
-		abandon(clientErr)
+		abandon()
 		p.logf("revproxy: GET %s: not cached: the client went away after %d bytes: %v", rawURL, n, clientErr)
 		return fillAborted
 	}
@@ -406,17 +405,16 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 
 	storeStart := time.Now()
 	meta.SHA256 = hex.EncodeToString(h.Sum(nil))
-	if trailer, err := encodeTrailer(meta); err != nil {
-		pw.CloseWithError(err)
-	} else if sinkOK {
-		// A failure here is the store's, and reported by it.
-		if _, err := pw.Write(trailer); err == nil {
-			pw.Close()
+	var obj store.Object
+	err = swErr
+	if err == nil {
+		var trailer []byte
+		if trailer, err = encodeTrailer(meta); err == nil {
+			if _, err = sw.Write(trailer); err == nil {
+				obj, err = sw.Commit()
+			}
 		}
 	}
-	// The store read everything, or failed: either way it is done.
-	sr := <-resc
-	err = sr.err
 	if p.cfg.Recorder != nil {
 		p.cfg.Recorder.Store(n, err, time.Since(storeStart))
 	}
@@ -425,15 +423,10 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 		p.logf("revproxy: GET %s: served, but not stored: %v", rawURL, err)
 		return fillUncacheable
 	}
-	p.st.Upload(store.Upload{Key: key, Path: sr.obj.Path})
+	p.st.Upload(store.Upload{Key: key, Path: obj.Path})
 	p.stats.storedDisk.Add(1)
 	p.logf("revproxy: GET %s: stored %d bytes as %s (%s) in %v", rawURL, n, key, why, time.Since(start).Round(time.Millisecond))
 	return fillStored
-}
-
-type storeResult struct {
-	obj store.Object
-	err error
 }
 
 // forward passes r to the origin and the response back, caching nothing.

@@ -57,7 +57,8 @@
 //
 // The first request for a URL not in the cache looks in the bucket, then
 // asks the origin (without its range or conditions), and streams the
-// response to its client and to a temporary file of the store at once, in
+// response to its client and to the store at once (a store.Writer, whose
+// temporary file is renamed into place only at commit), in
 // 256 KiB chunks: memory does not grow with the response. Requests for
 // the same URL meanwhile wait for that fetch and are then served from the
 // cache. Only a complete response is committed (its length checked against

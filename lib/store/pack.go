@@ -334,7 +334,7 @@ func (s *Store) unpack(name string, objs []Packed, i int, dec *zstd.Decoder, bod
 				if err = dec.Reset(in); err == nil {
 					src = &frameReader{dec: dec, limit: o.Check.Size + 1}
 				} else {
-					err = fmt.Errorf("%w: zstd frame: %v", errMismatch, err)
+					err = fmt.Errorf("%w: zstd frame: %v", ErrMismatch, err)
 				}
 			}
 			if err == nil {
@@ -357,7 +357,7 @@ func (s *Store) unpack(name string, objs []Packed, i int, dec *zstd.Decoder, bod
 			break
 		}
 		switch {
-		case errors.Is(err, errMismatch):
+		case errors.Is(err, ErrMismatch):
 			s.stats.corruptRemote.Add(1)
 			s.logf("pack %s: %v: not installed", name, err)
 			done(i, Object{}, false)

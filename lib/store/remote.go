@@ -195,7 +195,7 @@ func (r *remoteTier) fetch(ctx context.Context, key Key, check Check) (Object, b
 		switch {
 		case errors.As(err, &rerr):
 			return rerr.err
-		case errors.Is(err, errMismatch):
+		case errors.Is(err, ErrMismatch):
 			return corruptf("remote %v: not installed", err)
 		case err != nil:
 			r.s.logf("fault in %s: %v", key, err)

@@ -63,14 +63,31 @@
 // checked again before it is deleted: an object whose use was recorded
 // meanwhile is put back, and a request that finds it gone is a miss.
 //
-// # Verification
+// # Writing and verification
+//
+// [Store.Write] stores what a reader holds; [Store.Create] returns a
+// [Writer] for an object produced in pieces (a response streamed to a
+// client and to the store at once), which [Writer.Commit] installs and
+// [Writer.Abort] discards. Either way the bytes go to a temporary file in
+// the object's directory, renamed into place only once complete and
+// verified, and a write stops, leaving nothing behind, once its context
+// ends. Neither uploads: see [Store.Upload].
 //
 // A [Check] describes what an object must be: its size and, for
-// content-addressed objects, its SHA-256. Writes are verified before the
-// rename; a write that fails its check is discarded. A local read checks the
-// size (a stat, cheap enough for every request); a file of the wrong size is
-// removed and reported as a miss. Objects faulted in from the remote tier
-// are verified in full before they are installed.
+// content-addressed objects, its SHA-256; a bound on its size
+// (Check.MaxSize), enforced as the bytes arrive, so that an oversized
+// object is refused before it is ever installed; and a function that
+// checks the complete file another way (Check.Verify). Writes are verified
+// before the rename; a write that fails its check is discarded, with an
+// error wrapping [ErrMismatch]. A local read checks the size (a stat,
+// cheap enough for every request); a file of the wrong size is removed and
+// reported as a miss. Objects faulted in from the remote tier are verified
+// in full before they are installed.
+//
+// Whoever opens a store closes it: [Store.Close] drains the pending
+// uploads within its context's bound and is the only drain (the build
+// cache's handler leaves it to the command, which calls it at the go
+// command's close in direct mode and at shutdown in serve mode).
 //
 // # Remote tier
 //
@@ -129,7 +146,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"hash"
@@ -184,6 +200,12 @@ type Check struct {
 	Size int64
 	// SHA256, if set, is the object's SHA-256 digest.
 	SHA256 []byte
+	// MaxSize, if positive, bounds the object's size: a write or fault-in
+	// that brings more is refused (an error wrapping [ErrMismatch]) as
+	// the bytes arrive, before anything is installed, so that an
+	// oversized object is never visible under its name. It is for objects
+	// of unknown size (Size -1) from sources that might send anything.
+	MaxSize int64
 	// Verify, if set, checks the complete file at path before it is
 	// installed (written locally or faulted in from the remote tier), for
 	// objects whose integrity is known another way: a module zip against
@@ -433,34 +455,38 @@ func (s *Store) remove(path string) {
 
 // Write stores the contents of r in the local tier under key, verifying it
 // against check first. If an object already exists under key with the
-// right size, r is read and verified but not written again. Write does not
-// upload; see [Store.Upload].
+// right size, r is read and verified but not written again. Write stops
+// copying once ctx ends (between reads of r: a read that blocks is r's to
+// end), and then nothing is installed and no temporary file is left. An
+// error wraps [ErrMismatch] if the content failed check. Write does not
+// upload; see [Store.Upload]. For an object produced in pieces, see
+// [Store.Create].
 func (s *Store) Write(ctx context.Context, key Key, r io.Reader, check Check) (Object, error) {
 	if err := key.valid(); err != nil {
 		return Object{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Object{}, fmt.Errorf("write %s: %w", key, err)
 	}
 	if check.SHA256 != nil {
 		// Content-addressed: an existing object of the right size is the
 		// same object, so the body need only be verified.
 		if obj, ok, _ := s.lookup(key, check); ok && check.Size >= 0 {
-			h := sha256.New()
-			n, err := io.Copy(h, r)
-			if err != nil {
-				return Object{}, fmt.Errorf("write %s: %w", key, err)
-			}
-			if err := verify(key, check, n, h); err != nil {
+			if err := verifyOnly(ctx, key, r, check); err != nil {
 				return Object{}, err
 			}
 			return obj, nil
 		}
 	}
-	obj, err := s.install(key, r, check)
+	if ctx.Done() != nil {
+		r = ctxReader{ctx, r}
+	}
+	w, err := s.create(ctx, key, check)
 	if err != nil {
 		return Object{}, err
 	}
-	s.stats.writes.Add(1)
-	s.stats.bytesWritten.Add(obj.Size)
-	return obj, nil
+	w.count = true
+	return w.install(r)
 }
 
 // WriteBytes is [Store.Write] for small in-memory objects.
@@ -471,100 +497,33 @@ func (s *Store) WriteBytes(ctx context.Context, key Key, data []byte) (Object, e
 // install writes r to a temporary file, verifies it and renames it to its
 // final name.
 func (s *Store) install(key Key, r io.Reader, check Check) (Object, error) {
-	f, err := s.createTemp(key)
+	w, err := s.create(context.Background(), key, check)
 	if err != nil {
-		return Object{}, fmt.Errorf("write %s: %w", key, err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-
-	var h hash.Hash
-	if check.SHA256 != nil {
-		h = sha256.New()
-	}
-	n, err := copyHashing(f, h, r)
-	if err != nil {
-		return Object{}, fmt.Errorf("write %s: %w", key, err)
-	}
-	if err := verify(key, check, n, h); err != nil {
 		return Object{}, err
 	}
-	if err := f.Close(); err != nil {
-		return Object{}, fmt.Errorf("write %s: %w", key, err)
-	}
-	if check.Verify != nil {
-		if err := check.Verify(tmp); err != nil {
-			return Object{}, fmt.Errorf("%w: %s: %w", errMismatch, key, err)
-		}
-	}
-	path := s.Path(key)
-	err = os.Rename(tmp, path)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-			err = os.Rename(tmp, path)
-		}
-	}
-	if err != nil {
-		return Object{}, fmt.Errorf("write %s: %w", key, err)
-	}
-	ok = true
-	s.wrote(n)
-	return Object{Path: path, Size: n, ModTime: time.Now()}, nil
+	return w.install(r)
 }
 
-// copyBufferSize is the size of the buffers [copyHashing] reads into.
-// Most build outputs fit in one, so each is written with a single write
-// call, which lets the kernel put it in the page cache in large pieces;
-// with small writes, page cache bookkeeping is a large part of the cost
-// of faulting in a cold build's outputs.
+// install is [Store.install] on w, which it ends.
+func (w *Writer) install(r io.Reader) (Object, error) {
+	if _, err := w.ReadFrom(r); err != nil {
+		w.Abort()
+		if w.err == err {
+			return Object{}, err // w's own, already wrapped
+		}
+		return Object{}, fmt.Errorf("write %s: %w", w.key, err)
+	}
+	return w.Commit()
+}
+
+// copyBufferSize is the size of a [Writer]'s buffer. Most build outputs
+// fit in one, so each is written with a single write call, which lets the
+// kernel put it in the page cache in large pieces; with small writes, page
+// cache bookkeeping is a large part of the cost of faulting in a cold
+// build's outputs.
 const copyBufferSize = 1 << 20
 
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyBufferSize); return &b }}
-
-// copyHashing copies r to f until r ends, adding what it copies to h if h
-// is not nil, and returns the number of bytes copied. An error from r is
-// returned as it is, an error from f wrapped.
-func copyHashing(f *os.File, h hash.Hash, r io.Reader) (int64, error) {
-	bp := copyBuffers.Get().(*[]byte)
-	defer copyBuffers.Put(bp)
-	buf := *bp
-	var n int64
-	for {
-		// Fill the buffer, so that a stream that arrives in small reads
-		// is still written in large pieces.
-		k := 0
-		var err error
-		for k < len(buf) && err == nil {
-			var m int
-			m, err = r.Read(buf[k:])
-			k += m
-		}
-		if k > 0 {
-			if h != nil {
-				h.Write(buf[:k])
-			}
-			if _, werr := f.Write(buf[:k]); werr != nil {
-				return n, werr
-			}
-			n += int64(k)
-		}
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, err
-		}
-	}
-}
-
-// errMismatch marks content that failed its [Check].
-var errMismatch = errors.New("content does not match")
 
 // tempPrefix starts the name of every temporary file in an object's
 // directory. Object names are hex, so no object has it.
@@ -604,11 +563,11 @@ func (s *Store) createTemp(key Key) (*os.File, error) {
 // check.
 func verify(key Key, check Check, n int64, h hash.Hash) error {
 	if check.Size >= 0 && n != check.Size {
-		return fmt.Errorf("%w: %s: got %d bytes, want %d", errMismatch, key, n, check.Size)
+		return fmt.Errorf("%w: %s: got %d bytes, want %d", ErrMismatch, key, n, check.Size)
 	}
 	if h != nil {
 		if sum := h.Sum(nil); !bytes.Equal(sum, check.SHA256) {
-			return fmt.Errorf("%w: %s: SHA-256 is %x, want %x", errMismatch, key, sum, check.SHA256)
+			return fmt.Errorf("%w: %s: SHA-256 is %x, want %x", ErrMismatch, key, sum, check.SHA256)
 		}
 	}
 	return nil

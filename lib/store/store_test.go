@@ -147,7 +147,7 @@ func TestWriteRejected(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s := openStore(t, "", nil)
 			_, err := s.Write(ctx, key, bytes.NewReader(tt.body), tt.check)
-			if !errors.Is(err, errMismatch) {
+			if !errors.Is(err, ErrMismatch) {
 				t.Fatalf("Write err = %v, want a mismatch", err)
 			}
 			checkAbsent(t, s, key)
@@ -300,11 +300,11 @@ func TestWriteExistingContentAddressed(t *testing.T) {
 
 	// Same size, wrong content: rejected, and the existing object is intact.
 	bad := bytes.Repeat([]byte("x"), len(data))
-	if _, err := s.Write(ctx, key, bytes.NewReader(bad), check); !errors.Is(err, errMismatch) {
+	if _, err := s.Write(ctx, key, bytes.NewReader(bad), check); !errors.Is(err, ErrMismatch) {
 		t.Errorf("Write of wrong body over existing object: err = %v, want mismatch", err)
 	}
 	// Wrong size: rejected too.
-	if _, err := s.Write(ctx, key, bytes.NewReader(data[1:]), check); !errors.Is(err, errMismatch) {
+	if _, err := s.Write(ctx, key, bytes.NewReader(data[1:]), check); !errors.Is(err, ErrMismatch) {
 		t.Errorf("Write of short body over existing object: err = %v, want mismatch", err)
 	}
 	if got := readFile(t, first.Path); !bytes.Equal(got, data) {

@@ -153,7 +153,7 @@ func (r *frameReader) Read(p []byte) (int, error) {
 	n, err := r.dec.Read(p)
 	r.limit -= int64(n)
 	if err != nil && err != io.EOF {
-		err = fmt.Errorf("%w: zstd frame: %v", errMismatch, err)
+		err = fmt.Errorf("%w: zstd frame: %v", ErrMismatch, err)
 	}
 	return n, err
 }
