@@ -29,33 +29,41 @@ func waitWaiting[K comparable, V any](t *testing.T, g *Group[K, V], key K, n int
 	}
 }
 
-func TestDoRunsOnce(t *testing.T) {
-	var g Group[string, int]
-	var runs atomic.Int64
+// concurrently has n callers Do key at once with work held until all of
+// them wait, and returns what each got.
+func concurrently(t *testing.T, g *Group[string, int], n int, work func() (int, error)) (vals []int, errs []error) {
+	t.Helper()
 	release := make(chan struct{})
-	const n = 20
+	var mu sync.Mutex
 	var wg sync.WaitGroup
-	results := make(chan int, n)
 	for range n {
 		wg.Go(func() {
 			v, err := g.Do(context.Background(), "k", func(context.Context) (int, error) {
-				runs.Add(1)
 				<-release
-				return 42, nil
+				return work()
 			})
-			if err != nil {
-				t.Errorf("Do: %v", err)
-			}
-			results <- v
+			mu.Lock()
+			vals, errs = append(vals, v), append(errs, err)
+			mu.Unlock()
 		})
 	}
-	waitWaiting(t, &g, "k", n)
+	waitWaiting(t, g, "k", n)
 	close(release)
 	wg.Wait()
-	close(results)
-	for v := range results {
-		if v != 42 {
-			t.Errorf("Do = %d, want 42", v)
+	return vals, errs
+}
+
+func TestDoRunsOnce(t *testing.T) {
+	var g Group[string, int]
+	var runs atomic.Int64
+	const n = 20
+	vals, errs := concurrently(t, &g, n, func() (int, error) {
+		runs.Add(1)
+		return 42, nil
+	})
+	for i, v := range vals {
+		if v != 42 || errs[i] != nil {
+			t.Errorf("Do = %d, %v; want 42, nil", v, errs[i])
 		}
 	}
 	if r := runs.Load(); r != 1 {
@@ -70,24 +78,11 @@ func TestDoRunsOnce(t *testing.T) {
 func TestDoErrorToAll(t *testing.T) {
 	var g Group[string, int]
 	boom := errors.New("boom")
-	release := make(chan struct{})
-	const n = 5
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			_, err := g.Do(context.Background(), "k", func(context.Context) (int, error) {
-				<-release
-				return 0, boom
-			})
-			errs <- err
-		})
+	_, errs := concurrently(t, &g, 5, func() (int, error) { return 0, boom })
+	if len(errs) != 5 {
+		t.Fatalf("%d callers returned, want 5", len(errs))
 	}
-	waitWaiting(t, &g, "k", n)
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	for _, err := range errs {
 		if !errors.Is(err, boom) {
 			t.Errorf("Do error = %v, want %v", err, boom)
 		}
