@@ -232,7 +232,8 @@ func startRevProxy(ctx context.Context, cfg *config, m *revProxyFlags, st *store
 		MemoryBytes:     mem,
 		UpstreamTimeout: m.Timeout,
 		Recorder:        web.NewFrontEnd("revproxy"),
-		Logf:            logger(cfg.Verbose),
+		Logf:            logf,
+		Verbosef:        logger(cfg.Verbose),
 	}
 	if cfg.Debug.has(debugRevProxy) {
 		rc.Debugf = logf

@@ -271,7 +271,7 @@ func planFetches(entries []manifestEntry, usePacks bool) []fetchJob {
 // the caller to fetch one by one.
 func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifestEntry) {
 	var mine []manifestEntry
-	var chans []chan struct{}
+	var chans []*claim
 	for _, e := range job.entries {
 		if b.h.haveLocal(e.id[:]) {
 			b.m.skipLocal.Add(1)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
@@ -58,8 +59,7 @@ type Manifests struct {
 	// Logf, if set, receives log lines about manifests read and written.
 	Logf func(format string, args ...any)
 
-	mu      sync.Mutex
-	flights map[aid32]chan struct{} // actions being fetched from the remote tier
+	flights inflight.Group[aid32, struct{}] // actions being fetched from the remote tier
 
 	read, written, kept                             atomic.Int64
 	entries                                         atomic.Int64
@@ -118,28 +118,23 @@ func (m *Manifests) logf(format string, args ...any) {
 	}
 }
 
-// claim marks id as being fetched. It returns a channel closed when the
-// fetch ends and whether the caller is the one to do it (and to call
-// release).
-func (m *Manifests) claim(id aid32) (chan struct{}, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if ch, ok := m.flights[id]; ok {
-		return ch, false
-	}
-	if m.flights == nil {
-		m.flights = make(map[aid32]chan struct{})
-	}
-	ch := make(chan struct{})
-	m.flights[id] = ch
-	return ch, true
+// A claim is the fetch of one action in progress: the project's
+// single-flight, led inline (Join and Land), since its callers differ in
+// what they do when another leads. A prefetch finding an action claimed
+// skips it; a request of the go command waits for the claim to end, then
+// looks for the action itself; a request leading its own lookup holds the
+// claim so that no prefetch fetches it again meanwhile. Nobody needs a
+// value from the leader, only the moment it is done.
+type claim = inflight.Call[struct{}]
+
+// claim marks id as being fetched. It returns the claim and whether the
+// caller is the one to do it (and to call release).
+func (m *Manifests) claim(id aid32) (*claim, bool) {
+	return m.flights.Join(id)
 }
 
-func (m *Manifests) release(id aid32, ch chan struct{}) {
-	m.mu.Lock()
-	delete(m.flights, id)
-	m.mu.Unlock()
-	close(ch)
+func (m *Manifests) release(id aid32, c *claim) {
+	m.flights.Land(id, c, struct{}{}, nil)
 }
 
 // Begin starts a build served by h (in direct mode the Cache, with a
@@ -239,16 +234,13 @@ func (b *build) Get(ctx context.Context, aid []byte) (cacheprog.Entry, bool, err
 	}
 	id := aid32(aid)
 	b.ask(id)
-	ch, mine := b.m.claim(id)
+	c, mine := b.m.claim(id)
 	if mine {
-		defer b.m.release(id, ch)
+		defer b.m.release(id, c)
 	} else {
 		// Being prefetched: wait for it, then find it locally.
 		b.m.waited.Add(1)
-		select {
-		case <-ch:
-		case <-ctx.Done():
-		}
+		c.Wait(ctx) // until the fetch ends or ctx does: look either way
 	}
 	e, hit, err := b.next.Get(ctx, aid)
 	b.answered()
@@ -488,11 +480,11 @@ func (b *build) prefetch(ctx context.Context, e manifestEntry) {
 		b.m.skipLocal.Add(1)
 		return
 	}
-	ch, mine := b.m.claim(id)
+	c, mine := b.m.claim(id)
 	if !mine {
 		return // asked for meanwhile, or listed by another build
 	}
-	defer b.m.release(id, ch)
+	defer b.m.release(id, c)
 	st := b.h.Store
 	akey := actionKey(id[:])
 	var rec record

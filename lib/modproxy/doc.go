@@ -51,6 +51,12 @@
 // local directory then bucket, so a restarted daemon, or a second one on
 // the same bucket, can serve it stale with the upstream down.
 //
+// The memory copies are bounded by bytes, Config.MemoryBytes
+// (DefaultMemoryBytes, 64 MiB, if unset), least recently used first out; a
+// file of more than a quarter of the bound is read from the store each
+// time. The remembered 404s and 410s get a sixteenth of the bound more.
+// What memory drops is still in the store.
+//
 // Every file is one store object, named after the escaped request path:
 //
 //	name = the path under the mount point, no leading slash,
@@ -91,16 +97,24 @@
 //
 // # Logs
 //
-// Lines start with "modproxy: ". Config.Logf gets failures and refusals:
+// Lines start with "modproxy: ". The rule is the reverse proxy's: what
+// loses data or refuses a client is always said; decisions, and failures
+// that cost no client anything, only when asked. Config.Logf (the daemon
+// logs them always) gets refusals and the failures that lose data:
 //
 //	modproxy: refused <name>: <reason>
 //	modproxy: SECURITY ERROR: checksum database <db>: <message>
+//	modproxy: storing <name>: <error>
+//	modproxy: <name>: bad cached copy <path>: ignored
+//	modproxy: checksum database <db>: storing the latest tree: <error>
 //
-// Config.Verbosef gets decisions:
+// Config.Verbosef (the daemon's -v) gets decisions, and failures that the
+// local copy covers:
 //
 //	modproxy: fill <name>: <bytes> bytes from the upstream in <duration>
 //	modproxy: refresh <name>: <bytes> bytes from the upstream in <duration>
 //	modproxy: stale <name> (<age> old): <upstream error>
+//	modproxy: writing <name> to the bucket: <error>
 //
 // Config.Debugf gets one line per request:
 //

@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/mod/module"
 
+	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
+	"github.com/go-cache-plugin/go-cache-plugin/internal/memtier"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
@@ -42,8 +44,9 @@ const (
 // is (through some chain) its own upstream notices.
 const viaHeader = "Go-Cache-Plugin-Modproxy"
 
-// maxMemEntries bounds the in-memory copies of mutable files.
-const maxMemEntries = 10000
+// DefaultMemoryBytes is the default bound of the memory tier of mutable
+// files; the remembered 404s and 410s get a sixteenth of it more.
+const DefaultMemoryBytes = 64 << 20
 
 // A Config configures a Proxy.
 type Config struct {
@@ -79,12 +82,21 @@ type Config struct {
 	// ZipTimeout bounds the download of a zip; DefaultZipTimeout if zero.
 	ZipTimeout time.Duration
 
+	// MemoryBytes bounds the bytes of the mutable files kept in memory
+	// (least recently used first out; a file of more than a quarter of
+	// it is read from the store each time); DefaultMemoryBytes if not
+	// positive.
+	MemoryBytes int64
+
 	// Client makes the upstream requests; if nil, a client with
 	// Timeout for connections and response headers is used.
 	Client *http.Client
 
-	// Logf receives failures; Verbosef decisions (fills, refusals,
-	// stale answers); Debugf every request. Each may be nil.
+	// Logf receives the failures that lose data or refuse a client
+	// (refusals, files not stored, bad cached copies); Verbosef
+	// decisions (fills, refreshes, stale answers) and failures that
+	// cost no client anything; Debugf every request. Each may be nil.
+	// See the package doc's Logs section.
 	Logf, Verbosef, Debugf func(format string, args ...any)
 
 	// OnLookup, if set, is called after each request served from the
@@ -139,11 +151,11 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	closed  bool
-	flights map[string]*flight
-	mem     map[string]memEntry // mutable files
-	neg     map[string]negEntry // 404s and 410s
-	wg      sync.WaitGroup      // fills and background writes
-	bgSem   chan struct{}       // bounds background writes to the bucket
+	flights inflight.Group[string, result]
+	mem     *memtier.Cache[memEntry] // mutable files
+	neg     *memtier.Cache[negEntry] // 404s and 410s, until they expire
+	wg      sync.WaitGroup           // fills and background writes
+	bgSem   chan struct{}            // bounds background writes to the bucket
 
 	stats stats
 }
@@ -154,9 +166,8 @@ type memEntry struct {
 }
 
 type negEntry struct {
-	code  int
-	msg   string
-	until time.Time
+	code int
+	msg  string
 }
 
 // New returns a proxy for cfg.
@@ -180,6 +191,9 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.ZipTimeout <= 0 {
 		cfg.ZipTimeout = DefaultZipTimeout
 	}
+	if cfg.MemoryBytes <= 0 {
+		cfg.MemoryBytes = DefaultMemoryBytes
+	}
 	nop := func(string, ...any) {}
 	p := &Proxy{
 		cfg:      cfg,
@@ -190,9 +204,8 @@ func New(cfg Config) (*Proxy, error) {
 		verbosef: orNop(cfg.Verbosef, nop),
 		debugf:   orNop(cfg.Debugf, nop),
 		sums:     map[string]*sumDB{},
-		flights:  map[string]*flight{},
-		mem:      map[string]memEntry{},
-		neg:      map[string]negEntry{},
+		mem:      memtier.New[memEntry](cfg.MemoryBytes, cfg.MemoryBytes/4),
+		neg:      memtier.New[negEntry](cfg.MemoryBytes/16, 0),
 		bgSem:    make(chan struct{}, 4),
 	}
 	if p.client == nil {
@@ -219,6 +232,22 @@ func New(cfg Config) (*Proxy, error) {
 		}
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	// Fills run on the proxy's context, owned by the proxy: Close waits
+	// for them, and refuses new ones.
+	p.flights.Context = func() context.Context { return p.ctx }
+	p.flights.Go = func(work func()) error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.closed {
+			return errClosed
+		}
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			work()
+		}()
+		return nil
+	}
 	return p, nil
 }
 
@@ -266,13 +295,6 @@ func (p *Proxy) Close(ctx context.Context) error {
 // errClosed is the error of a fill asked for after Close.
 var errClosed = &httpError{http.StatusServiceUnavailable, "module proxy shutting down"}
 
-// A flight is one fill, which every request for the same file waits for.
-type flight struct {
-	done chan struct{}
-	res  result
-	err  error
-}
-
 // result is a fill's outcome: a file in the store (immutable files) or
 // the bytes of a mutable file.
 type result struct {
@@ -288,32 +310,11 @@ type result struct {
 // for it until ctx ends. The fill itself runs on the proxy's context, so a
 // client that goes away does not cut it short for the others.
 func (p *Proxy) do(ctx context.Context, name string, fill func(ctx context.Context) (result, error)) (result, error) {
-	p.mu.Lock()
-	f := p.flights[name]
-	if f == nil {
-		if p.closed {
-			p.mu.Unlock()
-			return result{}, errClosed
-		}
-		f = &flight{done: make(chan struct{})}
-		p.flights[name] = f
-		p.wg.Add(1)
-		go func() {
-			defer p.wg.Done()
-			f.res, f.err = fill(p.ctx)
-			p.mu.Lock()
-			delete(p.flights, name)
-			p.mu.Unlock()
-			close(f.done)
-		}()
+	res, err := p.flights.Do(ctx, name, fill)
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Cause(ctx)) {
+		return result{}, fmt.Errorf("waiting for %s: %w", name, err)
 	}
-	p.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.res, f.err
-	case <-ctx.Done():
-		return result{}, fmt.Errorf("waiting for %s: %w", name, context.Cause(ctx))
-	}
+	return res, err
 }
 
 // spawn runs f in a goroutine that Close waits for.
@@ -523,9 +524,7 @@ func (p *Proxy) check(req request) store.Check {
 // the database's latest tree, a partial tile): a copy younger than the
 // TTL, else the upstream's, else, if the upstream fails, an older copy.
 func (p *Proxy) getMutable(ctx context.Context, req request) (result, error) {
-	p.mu.Lock()
-	e, ok := p.mem[req.name]
-	p.mu.Unlock()
+	e, ok := p.mem.Get(req.name, time.Now())
 	if ok && time.Since(e.fetched) < p.cfg.TTL {
 		p.stats.hits.Add(1)
 		return result{data: e.data, hit: true, age: time.Since(e.fetched)}, nil
@@ -589,20 +588,10 @@ func (p *Proxy) loadMutable(ctx context.Context, req request) (memEntry, bool) {
 	return e, true
 }
 
+// remember keeps e, the copy of name, in memory. It never expires there:
+// an old copy is served when the upstream fails.
 func (p *Proxy) remember(name string, e memEntry) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.mem) >= maxMemEntries {
-		// Forget some: the store still has them.
-		n := 0
-		for k := range p.mem {
-			delete(p.mem, k)
-			if n++; n >= maxMemEntries/10 {
-				break
-			}
-		}
-	}
-	p.mem[name] = e
+	p.mem.Put(name, e, int64(len(name)+len(e.data)), time.Time{})
 }
 
 // fillMutable fetches req from the upstream and keeps it in memory and
@@ -658,14 +647,8 @@ func (p *Proxy) fillMutable(ctx context.Context, req request) (result, error) {
 
 // negative returns the remembered 404 or 410 of name, if any.
 func (p *Proxy) negative(name string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	e, ok := p.neg[name]
+	e, ok := p.neg.Get(name, time.Now())
 	if !ok {
-		return nil
-	}
-	if time.Now().After(e.until) {
-		delete(p.neg, name)
 		return nil
 	}
 	p.stats.hits.Add(1)
@@ -676,20 +659,7 @@ func (p *Proxy) rememberNegative(name string, code int, msg string) {
 	if p.cfg.NegativeTTL < 0 {
 		return
 	}
-	now := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.neg) >= maxMemEntries {
-		for k, e := range p.neg {
-			if now.After(e.until) {
-				delete(p.neg, k)
-			}
-		}
-		if len(p.neg) >= maxMemEntries {
-			clear(p.neg)
-		}
-	}
-	p.neg[name] = negEntry{code: code, msg: msg, until: now.Add(p.cfg.NegativeTTL)}
+	p.neg.Put(name, negEntry{code: code, msg: msg}, int64(len(name)+len(msg)), time.Now().Add(p.cfg.NegativeTTL))
 }
 
 // fetch asks the upstream for req and returns the body of a 200 response.

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
@@ -28,12 +29,11 @@ func KeyFor(rawURL string) store.Key {
 }
 
 // A flight is a fetch of one URL in progress; requests for the same URL
-// wait for it rather than fetch again.
-type flight struct {
-	done   chan struct{}
-	once   sync.Once
-	result fillResult // set before done is closed
-}
+// wait for it rather than fetch again. The project's single-flight, led
+// inline (Join and Land): the leader is the first request's handler, which
+// streams the fetch to its own client as it fills the cache, and may land
+// early (a response not cached) to let the others go to the origin.
+type flight = inflight.Call[fillResult]
 
 type fillResult int
 
@@ -45,32 +45,22 @@ const (
 
 // join returns the flight for key, and whether the caller leads it.
 func (p *Proxy) join(key string) (*flight, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if f, ok := p.flights[key]; ok {
+	f, leader := p.flights.Join(key)
+	if !leader {
 		p.stats.waits.Add(1)
+		p.mu.Lock()
 		if p.testWaitCh != nil {
 			close(p.testWaitCh)
 			p.testWaitCh = nil
 		}
-		return f, false
+		p.mu.Unlock()
 	}
-	f := &flight{done: make(chan struct{})}
-	p.flights[key] = f
-	return f, true
+	return f, leader
 }
 
 // land ends the flight f for key with res; only the first call counts.
 func (p *Proxy) land(key string, f *flight, res fillResult) {
-	f.once.Do(func() {
-		p.mu.Lock()
-		if p.flights[key] == f {
-			delete(p.flights, key)
-		}
-		p.mu.Unlock()
-		f.result = res
-		close(f.done)
-	})
+	p.flights.Land(key, f, res, nil)
 }
 
 // Errors ending an upstream fetch early.
@@ -123,12 +113,11 @@ func (p *Proxy) serveTarget(w http.ResponseWriter, r *http.Request, u *url.URL) 
 			return
 		}
 		p.debugf("revproxy: GET %s: waiting for the fetch in progress", rawURL)
-		select {
-		case <-f.done:
-		case <-r.Context().Done():
+		res, err := f.Wait(r.Context())
+		if err != nil {
 			return
 		}
-		if f.result == fillUncacheable {
+		if res == fillUncacheable {
 			break
 		}
 	}
@@ -387,7 +376,7 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 		panic(http.ErrAbortHandler)
 	case clientErr != nil:
 		abandon()
-		p.logf("revproxy: GET %s: not cached: the client went away after %d bytes: %v", rawURL, n, clientErr)
+		p.verbosef("revproxy: GET %s: not cached: the client went away after %d bytes: %v", rawURL, n, clientErr)
 		return fillAborted
 	}
 
@@ -425,7 +414,7 @@ func (p *Proxy) fill(w *clientWriter, r *http.Request, u *url.URL, rawURL string
 	}
 	p.st.Upload(store.Upload{Key: key, Path: obj.Path})
 	p.stats.storedDisk.Add(1)
-	p.logf("revproxy: GET %s: stored %d bytes as %s (%s) in %v", rawURL, n, key, why, time.Since(start).Round(time.Millisecond))
+	p.verbosef("revproxy: GET %s: stored %d bytes as %s (%s) in %v", rawURL, n, key, why, time.Since(start).Round(time.Millisecond))
 	return fillStored
 }
 

@@ -105,18 +105,27 @@
 //
 // # Log format
 //
-// With [Config.Logf] (the daemon's -v), one line per decision or failure,
-// each starting "revproxy: ":
+// Lines start "revproxy: ". The rule is the module proxy's: what loses
+// data or refuses a client is always said; decisions, and failures that
+// cost no client anything, only when asked.
 //
-//	revproxy: GET <url>: stored <n> bytes as revproxy/<xx>/<key> (<reason>) in <duration>
+// [Config.Logf] (the daemon logs them always) gets the failures that lose
+// data (a response not stored, a stored object found corrupt) or refuse a
+// client (a response cut short, a 403, a 5xx, a failed TLS handshake):
+//
 //	revproxy: GET <url>: not cached: <error> after <n> bytes
-//	revproxy: GET <url>: not cached: the client went away after <n> bytes: <error>
 //	revproxy: GET <url>: served, but not stored: <error>
 //	revproxy: GET <url>: stored object <key>: <error>: removing it
+//	revproxy: GET <url>: <error reading the store>
 //	revproxy: <method> <url>: <502|503|504>: <error>
 //	revproxy: CONNECT <host:port>: TLS handshake with the client failed (does it trust the proxy's CA?): <error>
 //	revproxy: CONNECT <host:port>: refused to connect to <ip:port>: <reason>; ...
 //	revproxy: <method> <url>: 403: refused to connect to <ip:port>: <reason>; ...
+//
+// [Config.Verbosef] (the daemon's -v) gets decisions, one line each:
+//
+//	revproxy: GET <url>: stored <n> bytes as revproxy/<xx>/<key> (<reason>) in <duration>
+//	revproxy: GET <url>: not cached: the client went away after <n> bytes: <error>
 //
 // With [Config.Debugf] (the daemon's --debug), one line per request:
 //

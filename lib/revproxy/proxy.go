@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
 
@@ -75,8 +76,10 @@ type Config struct {
 
 	// Recorder, if set, counts lookups and stores.
 	Recorder Recorder
-	// Logf, if set, receives decisions and failures (one line each).
-	Logf func(format string, args ...any)
+	// Logf, if set, receives the failures that lose data or refuse a
+	// client (one line each); Verbosef decisions, and failures that cost
+	// no client anything. See the package doc's log format.
+	Logf, Verbosef func(format string, args ...any)
 	// Debugf, if set, receives a line per request.
 	Debugf func(format string, args ...any)
 
@@ -104,6 +107,7 @@ type Proxy struct {
 	transport  *http.Transport
 	dialer     *net.Dialer // applies cfg.Policy
 	logf       func(string, ...any)
+	verbosef   func(string, ...any)
 	debugf     func(string, ...any)
 
 	ctx    context.Context // cancelled when Close gives up waiting
@@ -115,7 +119,7 @@ type Proxy struct {
 
 	mu      sync.Mutex
 	closing bool
-	flights map[string]*flight
+	flights inflight.Group[string, fillResult]
 	tunnels map[net.Conn]struct{}
 	reqs    sync.WaitGroup // handlers in progress, with their fills and tunnels
 
@@ -217,14 +221,17 @@ func New(cfg Config) (*Proxy, error) {
 		memMaxAge:  orDur(cfg.MemoryMaxAge, DefaultMemoryMaxAge),
 		leaves:     leaves,
 		logf:       cfg.Logf,
+		verbosef:   cfg.Verbosef,
 		debugf:     cfg.Debugf,
-		flights:    map[string]*flight{},
 		tunnels:    map[net.Conn]struct{}{},
 	}
 	p.cfg.UpstreamTimeout = orDur(cfg.UpstreamTimeout, DefaultUpstreamTimeout)
 	p.cfg.ClientTimeout = orDur(cfg.ClientTimeout, DefaultClientTimeout)
 	if p.logf == nil {
 		p.logf = nop
+	}
+	if p.verbosef == nil {
+		p.verbosef = nop
 	}
 	if p.debugf == nil {
 		p.debugf = nop

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sync/singleflight"
+	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 )
 
 // A Remote is a remote tier: a flat namespace of immutable objects, such as
@@ -62,7 +62,7 @@ type remoteTier struct {
 	s       *Store
 	remote  Remote
 	breaker breaker
-	flight  singleflight.Group
+	flight  inflight.Group[Key, *Object]
 
 	uploaded sync.Map // Key.String() -> true for objects known to be in the remote
 
@@ -120,21 +120,23 @@ func transferTimeout(size int64) time.Duration {
 }
 
 // faultIn fetches key from the remote tier into the local one, verified
-// against check. Concurrent calls for one key share one fetch.
+// against check. Concurrent calls for one key share one fetch, which runs
+// without the first caller's cancellation (the call path bounds it); a
+// caller whose ctx ends stops waiting, with a miss.
 func (r *remoteTier) faultIn(ctx context.Context, key Key, check Check) (Object, bool, error) {
-	v, _, _ := r.flight.Do(key.String(), func() (any, error) {
+	obj, _ := r.flight.Do(ctx, key, func(ctx context.Context) (*Object, error) {
 		// Another process, or a fetch that just finished, may have
 		// installed it meanwhile.
 		if obj, ok, _ := r.s.lookup(key, check); ok {
 			return &obj, nil
 		}
-		obj, ok := r.fetch(context.WithoutCancel(ctx), key, check)
+		obj, ok := r.fetch(ctx, key, check)
 		if !ok {
-			return (*Object)(nil), nil
+			return nil, nil
 		}
 		return &obj, nil
 	})
-	if obj := v.(*Object); obj != nil {
+	if obj != nil {
 		return *obj, true, nil
 	}
 	return Object{}, false, nil
