@@ -34,6 +34,20 @@
 // input, a reused request ID) ends the session: [Server.Serve] waits for the
 // requests in flight, closes the handler and returns an error naming the
 // request.
+//
+// # Log format
+//
+// With [Server.Logf] set (the binary's --debug), the server logs one line
+// per request as it is read and one per response as it is written; it logs
+// nothing else. IDs and sizes are as on the wire, action and output IDs in
+// hex (empty where the request has none):
+//
+//	request 7: put action=3f1c… output=9a02… size=5
+//	response 7: miss=false size=5 err=""
+//	response 9: close err=""
+//
+// Errors that end a session are not logged here: [Server.Serve] returns
+// them, and its caller says them.
 package cacheprog
 
 import (

@@ -33,6 +33,30 @@
 // For the store's trimmer ([Links]), an action record goes with its output:
 // the output's last use is the record's, and a record whose output has
 // been trimmed is removed. A record found without its output is a miss.
+//
+// # Log format
+//
+// [Cache.Logf] gets a line for a record it could not use, which is then a
+// miss (the store logs its own lines, see package store):
+//
+//	action/3f/3f1c…: 4100 bytes, too long for an action record: ignored
+//	action/3f/3f1c…: <why it does not parse>: ignored
+//
+// [Manifests.Logf] gets one line per manifest read or written, per pack
+// written, and one summary per build's prefetch, at its end:
+//
+//	manifest <name>: none read
+//	manifest <name>: <why it does not decode>: ignored
+//	manifest <name>: wrote 1234 actions
+//	manifest <name>: unchanged (1234 actions)
+//	manifest <name>: kept: this build asked for 12 actions, it lists 1234 (...)
+//	manifest <name>: the build asked for nothing cached: not written
+//	manifest <name>: not written: <error>
+//	pack <name>: wrote 812 outputs, 97700000 bytes [compressed to N]
+//	pack <name>: not written: <error>
+//	prefetch of <names> done|stopped by close|stopped: remote tier failing after 1.2s: <PrefetchStats>
+//
+// The binary sends both to stderr with -v (and the summary with --metrics).
 package gobuild
 
 import (
