@@ -56,7 +56,8 @@
 //	pack <name>: not written: <error>
 //	prefetch of <names> done|stopped by close|stopped: remote tier failing after 1.2s: <PrefetchStats>
 //
-// The binary sends both to stderr with -v (and the summary with --metrics).
+// The binary always writes the Cache's lines to stderr, and the Manifests'
+// with -v; --metrics prints the prefetch figures at exit.
 package gobuild
 
 import (
