@@ -290,8 +290,7 @@ func startModProxy(ctx context.Context, cfg *config, m *modProxyFlags, st *store
 		ZipTimeout: 20 * m.Timeout,
 		Logf:       logf,
 		Verbosef:   logger(cfg.Verbose),
-		OnLookup:   fe.Lookup,
-		OnStore:    fe.Store,
+		Recorder:   fe,
 	}
 	if cfg.Debug.has(debugModProxy) {
 		pc.Debugf = logf

@@ -57,6 +57,8 @@ func (s *Server) NewFrontEnd(name string) *FrontEnd {
 
 // Lookup records a lookup that took d: a hit of size bytes, a miss, or an
 // error.
+var _ store.Recorder = (*FrontEnd)(nil)
+
 func (f *FrontEnd) Lookup(hit bool, size int64, err error, d time.Duration) {
 	f.lookups.Add(1)
 	switch {
@@ -98,10 +100,10 @@ func (f *FrontEnd) Stats() FrontEndStats {
 	return st
 }
 
-// InstrumentHandler returns h counting its requests in f: a get is a
-// lookup, a put a store. If h has a fast path ([cacheprog.FastGetter]), so
-// does the result.
-func InstrumentHandler(h cacheprog.Handler, f *FrontEnd) cacheprog.Handler {
+// InstrumentHandler returns h counting its requests in f as the proxies
+// count theirs: a get is a lookup, a put a store. If h has a fast path
+// ([cacheprog.FastGetter]), so does the result.
+func InstrumentHandler(h cacheprog.Handler, f store.Recorder) cacheprog.Handler {
 	i := &instrumented{h: h, f: f}
 	if fg, ok := h.(cacheprog.FastGetter); ok {
 		return &instrumentedFast{i, fg}
@@ -125,7 +127,7 @@ func (i *instrumentedFast) GetFast(actionID []byte) (cacheprog.Entry, bool, bool
 
 type instrumented struct {
 	h cacheprog.Handler
-	f *FrontEnd
+	f store.Recorder
 }
 
 func (i *instrumented) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool, error) {

@@ -99,14 +99,11 @@ type Config struct {
 	// See the package doc's Logs section.
 	Logf, Verbosef, Debugf func(format string, args ...any)
 
-	// OnLookup, if set, is called after each request served from the
-	// cache or the upstream: hit (served from the store without asking
-	// the upstream), the bytes served and any error.
-	OnLookup func(hit bool, size int64, err error, d time.Duration)
-	// OnStore, if set, is called after each file is fetched from the
-	// upstream and stored (or not, with an error; a refusal wraps
-	// store.ErrMismatch).
-	OnStore func(size int64, err error, d time.Duration)
+	// Recorder, if set, counts each request served from the cache or the
+	// upstream as a lookup (a hit if served from the store without asking
+	// the upstream) and each file fetched from the upstream as a store (a
+	// refusal wraps store.ErrMismatch).
+	Recorder store.Recorder
 }
 
 // Stats counts a Proxy's requests.
@@ -384,7 +381,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := p.get(r.Context(), req)
-	if p.cfg.OnLookup != nil {
+	if p.cfg.Recorder != nil {
 		size := res.obj.Size
 		if !res.isObj {
 			size = int64(len(res.data))
@@ -394,7 +391,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &herr) && (herr.code == http.StatusNotFound || herr.code == http.StatusGone) {
 			lerr = nil // a miss, not an error
 		}
-		p.cfg.OnLookup(err == nil && res.hit, size, lerr, time.Since(start))
+		p.cfg.Recorder.Lookup(err == nil && res.hit, size, lerr, time.Since(start))
 	}
 	if err != nil {
 		p.writeError(rw, err)
@@ -471,8 +468,8 @@ func (p *Proxy) fillImmutable(ctx context.Context, req request, key store.Key, c
 		}
 		verr = err
 	}
-	if p.cfg.OnStore != nil {
-		p.cfg.OnStore(lr.n, err, time.Since(start))
+	if p.cfg.Recorder != nil {
+		p.cfg.Recorder.Store(lr.n, err, time.Since(start))
 	}
 	switch {
 	case verr != nil:
@@ -627,8 +624,8 @@ func (p *Proxy) fillMutable(ctx context.Context, req request) (result, error) {
 	if werr != nil {
 		p.logf("modproxy: storing %s: %v", req.name, werr)
 	}
-	if p.cfg.OnStore != nil {
-		p.cfg.OnStore(int64(len(data)), werr, time.Since(start))
+	if p.cfg.Recorder != nil {
+		p.cfg.Recorder.Store(int64(len(data)), werr, time.Since(start))
 	}
 	if p.st.HasRemote() && !p.st.ReadOnly() {
 		// Upload skips objects already in the bucket: a newer copy is

@@ -11,19 +11,12 @@ import (
 )
 
 // TestRefusalIsMismatch checks that a file the checksum database refuses
-// reaches Config.OnStore as an error wrapping store.ErrMismatch, and a
+// reaches Config.Recorder's Store as an error wrapping store.ErrMismatch, and a
 // good one with none: the proxy tells a refusal by the store's exported
 // error, with no wrapper of its own around Check.Verify.
 func TestRefusalIsMismatch(t *testing.T) {
-	var mu sync.Mutex
-	var errs []error
-	e := newEnv(t, nil, nil, func(c *Config) {
-		c.OnStore = func(_ int64, err error, _ time.Duration) {
-			mu.Lock()
-			defer mu.Unlock()
-			errs = append(errs, err)
-		}
-	})
+	rec := &storeErrs{}
+	e := newEnv(t, nil, nil, func(c *Config) { c.Recorder = rec })
 	if err := e.up.Tamper("example.com/a", "v1.0.0", ".zip"); err != nil {
 		t.Fatal(err)
 	}
@@ -31,23 +24,38 @@ func TestRefusalIsMismatch(t *testing.T) {
 		t.Fatalf("GET tampered zip: %d %q, want 502", r.code, r.body)
 	}
 	e.mustGet(t, "/example.com/a/@v/v1.0.0.mod", "miss")
-	mu.Lock()
-	defer mu.Unlock()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	errs := rec.errs
 	// The checksum database's own files are stored on the way (with
-	// OnStore calls of their own); only the zip is refused.
+	// Store calls of their own); only the zip is refused.
 	refused := 0
 	for _, err := range errs {
 		switch {
 		case errors.Is(err, store.ErrMismatch):
 			refused++
 		case err != nil:
-			t.Errorf("OnStore err = %v, want nil or one wrapping store.ErrMismatch", err)
+			t.Errorf("Recorder.Store err = %v, want nil or one wrapping store.ErrMismatch", err)
 		}
 	}
 	if refused != 1 {
-		t.Errorf("%d OnStore errors wrap store.ErrMismatch (of %v), want 1: the tampered zip", refused, errs)
+		t.Errorf("%d Recorder.Store errors wrap store.ErrMismatch (of %v), want 1: the tampered zip", refused, errs)
 	}
 	if s := e.p.Stats(); s.Refused != 1 {
 		t.Errorf("refused %d, want 1", s.Refused)
 	}
+}
+
+// storeErrs is a Recorder that keeps the errors of the stores.
+type storeErrs struct {
+	mu   sync.Mutex
+	errs []error
+}
+
+func (r *storeErrs) Lookup(bool, int64, error, time.Duration) {}
+
+func (r *storeErrs) Store(_ int64, err error, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
 }

@@ -30,12 +30,6 @@ const (
 	DefaultClientTimeout   = time.Minute
 )
 
-// A Recorder counts lookups and stores for metrics (an ops.FrontEnd).
-type Recorder interface {
-	Lookup(hit bool, size int64, err error, d time.Duration)
-	Store(size int64, err error, d time.Duration)
-}
-
 // Config configures a [Proxy].
 type Config struct {
 	// Store keeps the cached responses (kind "revproxy"). Required.
@@ -75,7 +69,7 @@ type Config struct {
 	ClientTimeout time.Duration
 
 	// Recorder, if set, counts lookups and stores.
-	Recorder Recorder
+	Recorder store.Recorder
 	// Logf, if set, receives the failures that lose data or refuse a
 	// client (one line each); Verbosef decisions, and failures that cost
 	// no client anything. See the package doc's log format.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // counters are the store's live metrics.
@@ -107,4 +108,17 @@ func (st Stats) String() string {
 		}
 	}
 	return b.String()
+}
+
+// A Recorder counts a front end's lookups and stores for metrics; every
+// front end (the build cache's handler, the module proxy, the reverse
+// proxy) reports through one, so that they are counted one way.
+type Recorder interface {
+	// Lookup is called after each request served: hit if it was served
+	// from the store without asking further, the bytes served, any error
+	// and how long it took.
+	Lookup(hit bool, size int64, err error, d time.Duration)
+	// Store is called after each object written to the store (or not,
+	// with an error; a refusal wraps [ErrMismatch]).
+	Store(size int64, err error, d time.Duration)
 }
