@@ -11,11 +11,12 @@ import (
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 )
 
-// A manifest lists the actions a build asked for, in the order it first
-// asked for them, keeping only those that were hits or were put (the
-// others do not exist in the bucket; actions put but never asked for are
-// left out too: a build that finds its actions cached never asks for
-// them), each with the output the build found or made for it, and the
+// A manifest lists the actions a build asked for or put, in the order it
+// first asked for or put them, keeping only those that were hits or were
+// put (the others do not exist in the bucket; an action put but never
+// asked for, such as the subkeys a compiling build stores beside each
+// action, is asked for by a build that finds the action cached), each with
+// the output the build found or made for it, and the
 // packs that hold those outputs. It is stored in the remote tier as
 // "manifest/<name>":
 //

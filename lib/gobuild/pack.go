@@ -19,7 +19,8 @@ import (
 //
 // A build writes a pack at close, of the outputs its manifest lists that
 // no pack holds yet, when they are at least PackMinEntries and at least a
-// quarter of the listed bytes: the first build of a name packs everything
+// quarter of the listed bytes or of the listed outputs (each output in no
+// pack is a request of its own for a cold worker): the first build of a name packs everything
 // it used, and later builds, most of whose outputs are in packs already,
 // write a pack only once enough has changed. So a pack is written now and
 // then, never once per build, and the bucket holds each output about twice
@@ -112,7 +113,11 @@ func locatePacked(entries []manifestEntry, located map[aid32]manifestEntry) (unp
 }
 
 // shouldPack reports whether a build whose manifest lists entries, of
-// which unpacked bytes are in no pack, writes a pack of those.
+// which unpacked bytes are in no pack, writes a pack of those: when at
+// least minEntries outputs are in none and they are a quarter of the
+// bytes or a quarter of the outputs. The second counts round trips: a
+// cold worker fetches each output outside a pack with a request of its
+// own, however small (a list of source files, a vet facts file).
 func shouldPack(entries []manifestEntry, unpacked int64, minEntries int) bool {
 	var total int64
 	n := 0
@@ -122,7 +127,7 @@ func shouldPack(entries []manifestEntry, unpacked int64, minEntries int) bool {
 			n++
 		}
 	}
-	return minEntries > 0 && n >= minEntries && unpacked > 0 && 4*unpacked >= total
+	return minEntries > 0 && n >= minEntries && unpacked > 0 && (4*unpacked >= total || 4*n >= len(entries))
 }
 
 // writePack writes a pack of the outputs of entries that are in no pack

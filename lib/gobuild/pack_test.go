@@ -340,3 +340,97 @@ func TestPlanFetches(t *testing.T) {
 		t.Errorf("planFetches without packs: %d jobs, want one per entry", len(jobs))
 	}
 }
+
+// TestManifestListsPuts: a compiling build asks once for each action and
+// then puts it and a subkey it never asked for (as the go command stores
+// an action's list of source files or its compiler output). A build that
+// finds the action cached asks for both, so a cold worker must find both
+// in the manifest and the pack, not fetch the subkeys one by one.
+func TestManifestListsPuts(t *testing.T) {
+	remote := memremote.New()
+	const n = 70
+	pb := newPackBuild("k", 2*n) // action i at 2i, its subkey at 2i+1
+	put := func(h cacheprog.FastGetter, i int) {
+		t.Helper()
+		if _, err := h.Put(t.Context(), cacheprog.PutRequest{ActionID: pb.aids[i], OutputID: outputID(pb.datas[i]), Size: int64(len(pb.datas[i])), Body: bytes.NewReader(pb.datas[i])}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := newCache(t, remote)
+	m := &Manifests{Cache: c, Concurrency: 4, PackMinEntries: 64, Logf: t.Logf}
+	h := m.Begin(t.Context(), owned{c}, []string{"m"})
+	h.(*build).wg.Wait()
+	for i := 0; i < 2*n; i += 2 {
+		if _, ok, err := h.Get(t.Context(), pb.aids[i]); err != nil || ok {
+			t.Fatalf("seed: action %d: hit %v, err %v; want a miss", i, ok, err)
+		}
+		put(h, i)
+		put(h, i+1)
+	}
+	if err := h.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	closeCache(t, c)
+	if s := m.Stats(); s.ManifestsWritten != 1 || s.PacksWritten != 1 {
+		t.Fatalf("seed: %v; want a manifest and a pack", s)
+	}
+	data, _ := remote.Object(ManifestKey("m"))
+	if got := bytes.Count(data, []byte("@")); got != 2*n {
+		t.Errorf("manifest places %d outputs in packs, want %d (each action and its subkey)", got, 2*n)
+	}
+
+	gets0, _ := remote.Calls()
+	cold := newCache(t, remote)
+	m = &Manifests{Cache: cold, Concurrency: 4, PackMinEntries: 64, Logf: t.Logf}
+	h = m.Begin(t.Context(), owned{cold}, []string{"m"})
+	h.(*build).wg.Wait()
+	pb.checkLocal(t, cold)
+	gets, _ := remote.Calls()
+	if s := m.Stats(); s.Packed != 2*n || gets-gets0 != 1 {
+		t.Errorf("cold worker: %v, %d gets; want all %d outputs from the pack and one get (the manifest)", s, gets-gets0, 2*n)
+	}
+	if err := h.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	closeCache(t, cold)
+}
+
+// TestPackPolicyCountsOutputs: many small outputs in no pack get a pack of
+// their own though their bytes are few, since each would cost a cold
+// worker a request.
+func TestPackPolicyCountsOutputs(t *testing.T) {
+	big := func(n int) []manifestEntry {
+		var es []manifestEntry
+		for range n {
+			es = append(es, manifestEntry{size: 1 << 20, packed: true})
+		}
+		return es
+	}
+	small := func(n int, packed bool) []manifestEntry {
+		var es []manifestEntry
+		for range n {
+			es = append(es, manifestEntry{size: 100, packed: packed})
+		}
+		return es
+	}
+	for _, tc := range []struct {
+		name    string
+		entries []manifestEntry
+		want    bool
+	}{
+		{"a third of the outputs, few bytes", append(big(140), small(70, false)...), true},
+		{"a tenth of the outputs, few bytes", append(big(630), small(70, false)...), false},
+		{"few outputs in no pack", append(big(10), small(20, false)...), false},
+		{"all packed", append(big(10), small(70, true)...), false},
+	} {
+		var unpacked int64
+		for _, e := range tc.entries {
+			if !e.packed {
+				unpacked += e.size
+			}
+		}
+		if got := shouldPack(tc.entries, unpacked, 64); got != tc.want {
+			t.Errorf("%s: shouldPack = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
