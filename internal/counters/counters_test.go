@@ -7,6 +7,7 @@ import (
 	"time"
 )
 
+//lint:ignore U1000 unexp is there to be left alone
 type sampleStats struct {
 	Hits      int64         `json:"hits"`
 	BytesUp   int64         `json:"bytes_up"`
@@ -65,6 +66,7 @@ func TestCheckFindsMismatches(t *testing.T) {
 		Flag    bool   `json:"flag"`   // has a live twin, but is not int64
 		Counted int64  `json:"counted"`
 	}
+	//lint:ignore U1000 the fields are read by reflection only
 	type live struct {
 		hits    atomic.Int64
 		hitz    atomic.Int64 // no Stats twin
@@ -108,6 +110,7 @@ func TestCheckFindsAmbiguousNames(t *testing.T) {
 		TLSErrors int64
 		TlsErrors int64
 	}
+	//lint:ignore U1000 the fields are read by reflection only
 	type live struct {
 		tlsErrors atomic.Int64
 		TLSerrors atomic.Int64
@@ -134,6 +137,7 @@ func TestCheckNonStructs(t *testing.T) {
 
 func TestSnapshotPanicsOnMismatch(t *testing.T) {
 	type stats struct{ Hits int64 }
+	//lint:ignore U1000 the fields are read by reflection only
 	type live struct{ misses atomic.Int64 }
 	defer func() {
 		r := recover()
