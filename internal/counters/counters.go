@@ -31,8 +31,9 @@
 //     counter missing its twin, or a new Stats field nobody fills, fails.
 //
 // Adding a counter is thus a live field and a Stats field of the same
-// name (with its json tag), plus its row in internal/ops's metric tables
-// if it belongs on /metrics.
+// name (with its json tag), plus, for the Stats types internal/ops
+// exports, a row in its metric table or its list of fields kept off
+// /metrics.
 //
 // [Format] writes a Stats value as key=value pairs in field order, keyed
 // by json tags, for log lines.
@@ -141,6 +142,10 @@ func match(st, lt reflect.Type, errs *[]error) []twin {
 // live (see the package doc); fields of S without a twin are zero, for
 // the caller to fill. It panics if S and L break rule 1 of the package
 // doc, which a test calling [Check] reports first.
+//
+// The live fields are unexported, which reflect does not let a package
+// read; Snapshot reads them at the offsets reflect reports, through
+// package unsafe, having checked each field's type once.
 func Snapshot[S, L any](live *L) S {
 	m := mappingOf[S, L]()
 	if m.err != nil {
