@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/daemon"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
@@ -20,13 +21,18 @@ const ns = "gocacheplugin"
 // module proxy, ...) for /metrics and the status page. Its methods are
 // safe for concurrent use.
 type FrontEnd struct {
-	name string
+	name  string
+	stats frontEndCounters
 
+	lookupDur, storeDur prometheus.Observer
+}
+
+// frontEndCounters are a FrontEnd's live counters, the twins of
+// [FrontEndStats]'s int64 fields (see internal/counters).
+type frontEndCounters struct {
 	lookups, hits, lookupErrors atomic.Int64
 	stores, storeErrors         atomic.Int64
 	bytesServed, bytesStored    atomic.Int64
-
-	lookupDur, storeDur prometheus.Observer
 }
 
 // FrontEndStats is a snapshot of a front end's counts.
@@ -60,40 +66,32 @@ func (s *Server) NewFrontEnd(name string) *FrontEnd {
 var _ store.Recorder = (*FrontEnd)(nil)
 
 func (f *FrontEnd) Lookup(hit bool, size int64, err error, d time.Duration) {
-	f.lookups.Add(1)
+	f.stats.lookups.Add(1)
 	switch {
 	case err != nil:
-		f.lookupErrors.Add(1)
+		f.stats.lookupErrors.Add(1)
 	case hit:
-		f.hits.Add(1)
-		f.bytesServed.Add(size)
+		f.stats.hits.Add(1)
+		f.stats.bytesServed.Add(size)
 	}
 	f.lookupDur.Observe(d.Seconds())
 }
 
 // Store records the storing of size bytes that took d.
 func (f *FrontEnd) Store(size int64, err error, d time.Duration) {
-	f.stores.Add(1)
+	f.stats.stores.Add(1)
 	if err != nil {
-		f.storeErrors.Add(1)
+		f.stats.storeErrors.Add(1)
 	} else {
-		f.bytesStored.Add(size)
+		f.stats.bytesStored.Add(size)
 	}
 	f.storeDur.Observe(d.Seconds())
 }
 
 // Stats returns a snapshot of f's counts.
 func (f *FrontEnd) Stats() FrontEndStats {
-	st := FrontEndStats{
-		Name:         f.name,
-		Lookups:      f.lookups.Load(),
-		Hits:         f.hits.Load(),
-		LookupErrors: f.lookupErrors.Load(),
-		BytesServed:  f.bytesServed.Load(),
-		Stores:       f.stores.Load(),
-		StoreErrors:  f.storeErrors.Load(),
-		BytesStored:  f.bytesStored.Load(),
-	}
+	st := counters.Snapshot[FrontEndStats](&f.stats)
+	st.Name = f.name
 	if st.Lookups > 0 {
 		st.HitRatio = float64(st.Hits) / float64(st.Lookups)
 	}

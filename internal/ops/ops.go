@@ -35,9 +35,11 @@
 //
 // The counters of the store and of those front ends are read from their
 // Stats structs by one table-driven collector (statsmetrics.go), keyed by
-// the structs' json tags: a new counter is a field in the package's Stats
-// and a row in its table, and a test fails on a field in neither the table
-// nor the table's list of fields kept off /metrics.
+// the structs' json tags: a new counter is a live atomic.Int64 field and a
+// Stats field of the same name in its package (internal/counters copies
+// one into the other and checks they pair up) and a row in its table, and
+// a test fails on a field in neither the table nor the table's list of
+// fields kept off /metrics.
 //
 // # Log format
 //

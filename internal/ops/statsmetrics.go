@@ -13,11 +13,14 @@ import (
 )
 
 // Every counter a package keeps reaches /metrics one way: the package's
-// Stats struct is the snapshot, and a table below maps the struct's int64
-// fields, by their json tags, to metrics. The collector reads the fields
-// by reflection, so adding a counter is a field in the package's Stats
-// and a row here; TestStatsTablesCoverFields fails on a field that is in
-// neither a table nor its table's list of fields kept off /metrics.
+// Stats struct is the snapshot (read from its live counters by
+// internal/counters), and a table below maps the struct's int64 fields,
+// by their json tags, to metrics. The collector reads the fields by
+// reflection, so adding a counter is a live atomic.Int64 field and a
+// Stats field of the same name (the package's counters.Check test fails
+// on one without the other), and a row here or in its table's list of
+// fields kept off /metrics (TestStatsTablesCoverFields fails on a field
+// in neither).
 
 // A statRow is one metric series read from one int64 field of a Stats
 // struct.

@@ -71,6 +71,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 )
 
@@ -125,10 +126,15 @@ type Server struct {
 	nextID    int64
 	wg        sync.WaitGroup // accept loops
 
-	accepted atomic.Int64
-	closed   atomic.Int64
-	dropMu   sync.Mutex
-	dropped  map[string]int64
+	stats   serverCounters
+	dropMu  sync.Mutex
+	dropped map[string]int64
+}
+
+// serverCounters are a Server's live counters, the twins of [Stats]'s
+// int64 fields (see internal/counters).
+type serverCounters struct {
+	accepted, closed atomic.Int64
 }
 
 // ErrServerClosed is returned by [Server.Serve] after [Server.Shutdown].
@@ -153,12 +159,9 @@ type SessionInfo struct {
 
 // Stats returns a snapshot of the server's sessions.
 func (s *Server) Stats() Stats {
-	st := Stats{
-		Accepted: s.accepted.Load(),
-		Closed:   s.closed.Load(),
-		Dropped:  map[string]int64{},
-		Sessions: []SessionInfo{},
-	}
+	st := counters.Snapshot[Stats](&s.stats)
+	st.Dropped = map[string]int64{}
+	st.Sessions = []SessionInfo{}
 	s.dropMu.Lock()
 	for k, v := range s.dropped {
 		st.Dropped[k] = v
@@ -275,7 +278,7 @@ func (s *Server) start(conn net.Conn) bool {
 	}
 	s.sessions[ss] = true
 	s.mu.Unlock()
-	s.accepted.Add(1)
+	s.stats.accepted.Add(1)
 	go ss.run()
 	return true
 }
@@ -565,7 +568,7 @@ func (ss *session) run() {
 	// whoever reads the line sees the stats agree; but signal the end only
 	// after, so that a shutdown does not exit before the line is out.
 	if kind == "" {
-		s.closed.Add(1)
+		s.stats.closed.Add(1)
 	} else {
 		s.dropped1(kind)
 	}

@@ -69,6 +69,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
@@ -94,6 +95,12 @@ type Cache struct {
 	// used.
 	Logf func(format string, args ...any)
 
+	stats cacheCounters
+}
+
+// cacheCounters are a Cache's live counters, the twins of [Stats]'s
+// fields (see internal/counters).
+type cacheCounters struct {
 	gets, hits, puts, putBytes atomic.Int64
 }
 
@@ -109,7 +116,7 @@ type Stats struct {
 
 // Stats returns the request counts so far.
 func (c *Cache) Stats() Stats {
-	return Stats{Gets: c.gets.Load(), Hits: c.hits.Load(), Puts: c.puts.Load(), PutBytes: c.putBytes.Load()}
+	return counters.Snapshot[Stats](&c.stats)
 }
 
 func (c *Cache) logf(format string, args ...any) {
@@ -208,7 +215,7 @@ func (c *Cache) GetFast(actionID []byte) (cacheprog.Entry, bool, bool) {
 		if c.Store.HasRemote() {
 			return cacheprog.Entry{}, false, false
 		}
-		c.gets.Add(1)
+		c.stats.gets.Add(1)
 		return cacheprog.Entry{}, false, true
 	}
 	rec, err := parseRecord(data, true)
@@ -219,15 +226,15 @@ func (c *Cache) GetFast(actionID []byte) (cacheprog.Entry, bool, bool) {
 	if !ok {
 		return cacheprog.Entry{}, false, false
 	}
-	c.gets.Add(1)
-	c.hits.Add(1)
+	c.stats.gets.Add(1)
+	c.stats.hits.Add(1)
 	return cacheprog.Entry{OutputID: rec.outputID, Size: obj.Size, Time: rec.time, DiskPath: obj.Path}, true, true
 }
 
 // Get implements [cacheprog.Handler]. Anything wrong with a record or
 // object is a miss; only local I/O failures are errors.
 func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool, error) {
-	c.gets.Add(1)
+	c.stats.gets.Add(1)
 	akey := actionKey(actionID)
 	data, local, err := c.Store.ReadLocal(akey, maxRecord)
 	if err != nil {
@@ -275,7 +282,7 @@ func (c *Cache) Get(ctx context.Context, actionID []byte) (cacheprog.Entry, bool
 			return cacheprog.Entry{}, false, err
 		}
 	}
-	c.hits.Add(1)
+	c.stats.hits.Add(1)
 	return cacheprog.Entry{OutputID: rec.outputID, Size: obj.Size, Time: rec.time, DiskPath: obj.Path}, true, nil
 }
 
@@ -292,8 +299,8 @@ func (c *Cache) Put(ctx context.Context, req cacheprog.PutRequest) (string, erro
 	if _, err := c.Store.WriteBytes(ctx, akey, rec.local()); err != nil {
 		return "", err
 	}
-	c.puts.Add(1)
-	c.putBytes.Add(obj.Size)
+	c.stats.puts.Add(1)
+	c.stats.putBytes.Add(obj.Size)
 	if obj.Size >= c.MinUploadSize {
 		c.Store.Upload(store.Upload{Key: okey, Path: obj.Path}, store.Upload{Key: akey, Data: rec.remote()})
 	}

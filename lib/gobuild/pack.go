@@ -192,8 +192,8 @@ func (b *build) writePack(ctx context.Context, entries []manifestEntry) bool {
 		b.m.logf("pack %s: not written: %v", name, err)
 		return false
 	}
-	b.m.packsWritten.Add(1)
-	b.m.packBytesWritten.Add(off)
+	b.m.stats.packsWritten.Add(1)
+	b.m.stats.packBytes.Add(off)
 	if body != nil {
 		b.m.logf("pack %s: wrote %d outputs, %d bytes compressed to %d", name, len(list), size, off)
 	} else {
@@ -279,7 +279,7 @@ func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifes
 	var chans []*claim
 	for _, e := range job.entries {
 		if b.h.haveLocal(e.id[:]) {
-			b.m.skipLocal.Add(1)
+			b.m.stats.local.Add(1)
 			continue
 		}
 		ch, ok := b.m.claim(e.id)
@@ -308,7 +308,7 @@ func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifes
 		}
 		users[k] = append(users[k], i)
 	}
-	b.m.packReads.Add(1)
+	b.m.stats.packReads.Add(1)
 	b.h.Store.ReadPack(ctx, packName(job.entries[0].pack), objs, func(k int, obj store.Object, ok bool) {
 		for _, i := range users[k] {
 			e, ok := mine[i], ok
@@ -316,7 +316,7 @@ func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifes
 				rec := e.record()
 				rec.size = obj.Size
 				if _, err := b.h.Store.WriteBytes(ctx, actionKey(e.id[:]), rec.local()); err == nil {
-					b.m.packed.Add(1)
+					b.m.stats.packed.Add(1)
 					b.fetched(e.id, obj.Size)
 				} else {
 					ok = false
@@ -334,14 +334,14 @@ func (b *build) fetchPacked(ctx context.Context, job fetchJob) (failed []manifes
 // fetched counts the output of size bytes of action id as prefetched, and
 // as used if the go command asked for it while it was being fetched.
 func (b *build) fetched(id aid32, size int64) {
-	b.m.prefetched.Add(1)
-	b.m.prefetchedBytes.Add(size)
+	b.m.stats.prefetched.Add(1)
+	b.m.stats.prefetchedBytes.Add(size)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, asked := b.asked[id]; asked {
 		// Asked for while it was being fetched: the request waited for it.
-		b.m.used.Add(1)
-		b.m.usedBytes.Add(size)
+		b.m.stats.used.Add(1)
+		b.m.stats.usedBytes.Add(size)
 	} else {
 		b.prefetched[id] = size
 	}

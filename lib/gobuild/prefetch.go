@@ -2,12 +2,12 @@ package gobuild
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/cacheprog"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
@@ -61,13 +61,18 @@ type Manifests struct {
 
 	flights inflight.Group[aid32, struct{}] // actions being fetched from the remote tier
 
-	read, written, kept                             atomic.Int64
-	entries                                         atomic.Int64
-	prefetched, prefetchedBytes, used, usedBytes    atomic.Int64
-	wasted, wastedBytes, waited, stopped, skipLocal atomic.Int64
-	early, records                                  atomic.Int64
-	packReads, packed, packsWritten                 atomic.Int64
-	packBytesWritten                                atomic.Int64
+	stats prefetchCounters
+}
+
+// prefetchCounters are the live counters of Manifests, the twins of
+// [PrefetchStats]'s fields (see internal/counters).
+type prefetchCounters struct {
+	manifestsRead, manifestsWritten, manifestsKept atomic.Int64
+	entries                                        atomic.Int64
+	prefetched, prefetchedBytes, used, usedBytes   atomic.Int64
+	wasted, wastedBytes, waited, stopped, local    atomic.Int64
+	early, records                                 atomic.Int64
+	packReads, packed, packsWritten, packBytes     atomic.Int64
 }
 
 // PrefetchStats are the counts of manifests and prefetches.
@@ -95,22 +100,12 @@ type PrefetchStats struct {
 
 // Stats returns the counts so far.
 func (m *Manifests) Stats() PrefetchStats {
-	return PrefetchStats{
-		ManifestsRead: m.read.Load(), ManifestsWritten: m.written.Load(), ManifestsKept: m.kept.Load(), Entries: m.entries.Load(),
-		Local: m.skipLocal.Load(), Prefetched: m.prefetched.Load(), PrefetchedBytes: m.prefetchedBytes.Load(),
-		Used: m.used.Load(), UsedBytes: m.usedBytes.Load(), Wasted: m.wasted.Load(), WastedBytes: m.wastedBytes.Load(),
-		Waited: m.waited.Load(), Stopped: m.stopped.Load(), Early: m.early.Load(), Records: m.records.Load(),
-		PackReads: m.packReads.Load(), Packed: m.packed.Load(), PacksWritten: m.packsWritten.Load(), PackBytes: m.packBytesWritten.Load(),
-	}
+	return counters.Snapshot[PrefetchStats](&m.stats)
 }
 
-// String formats the counts as key=value pairs, for logs.
-func (s PrefetchStats) String() string {
-	return fmt.Sprintf("manifests_read=%d manifests_written=%d manifests_kept=%d manifest_entries=%d prefetch_local=%d prefetched=%d prefetched_bytes=%d prefetch_used=%d prefetch_used_bytes=%d prefetch_wasted=%d prefetch_wasted_bytes=%d prefetch_waited=%d prefetch_stopped=%d answered_early=%d prefetch_records=%d pack_reads=%d prefetch_packed=%d packs_written=%d pack_bytes_written=%d",
-		s.ManifestsRead, s.ManifestsWritten, s.ManifestsKept, s.Entries, s.Local, s.Prefetched, s.PrefetchedBytes,
-		s.Used, s.UsedBytes, s.Wasted, s.WastedBytes, s.Waited, s.Stopped, s.Early, s.Records,
-		s.PackReads, s.Packed, s.PacksWritten, s.PackBytes)
-}
+// String formats the counts as key=value pairs in field order, keyed by
+// their json tags, for logs.
+func (s PrefetchStats) String() string { return counters.Format(s) }
 
 func (m *Manifests) logf(format string, args ...any) {
 	if m.Logf != nil {
@@ -178,7 +173,7 @@ type build struct {
 // build does not wait for them.
 func (b *build) answered() {
 	if !b.readDone.Load() {
-		b.m.early.Add(1)
+		b.m.stats.early.Add(1)
 	}
 }
 
@@ -193,8 +188,8 @@ func (b *build) ask(id aid32) {
 	b.order = append(b.order, id)
 	if size, ok := b.prefetched[id]; ok {
 		delete(b.prefetched, id)
-		b.m.used.Add(1)
-		b.m.usedBytes.Add(size)
+		b.m.stats.used.Add(1)
+		b.m.stats.usedBytes.Add(size)
 	}
 }
 
@@ -257,7 +252,7 @@ func (b *build) Get(ctx context.Context, aid []byte) (cacheprog.Entry, bool, err
 		defer b.m.release(id, c)
 	} else {
 		// Being prefetched: wait for it, then find it locally.
-		b.m.waited.Add(1)
+		b.m.stats.waited.Add(1)
 		c.Wait(ctx) // until the fetch ends or ctx does: look either way
 	}
 	e, hit, err := b.next.Get(ctx, aid)
@@ -283,8 +278,8 @@ func (b *build) Close(ctx context.Context) error {
 	b.wg.Wait()
 	b.mu.Lock()
 	for _, size := range b.prefetched {
-		b.m.wasted.Add(1)
-		b.m.wastedBytes.Add(size)
+		b.m.stats.wasted.Add(1)
+		b.m.stats.wastedBytes.Add(size)
 	}
 	clear(b.prefetched)
 	var entries []manifestEntry
@@ -319,7 +314,7 @@ func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEnt
 		return // the remote tier is read-only: nothing is written, as expected
 	}
 	if keepListed(entries, listed) {
-		b.m.kept.Add(1)
+		b.m.stats.manifestsKept.Add(1)
 		b.m.logf("manifest %s: kept: this build asked for %d actions, it lists %d (a small run leaves a current manifest in place)", name, len(entries), len(listed))
 		return
 	}
@@ -341,7 +336,7 @@ func (b *build) writeManifest(ctx context.Context, entries, listed []manifestEnt
 		b.m.logf("manifest %s: not written: %v", name, err)
 		return
 	}
-	b.m.written.Add(1)
+	b.m.stats.manifestsWritten.Add(1)
 	b.m.logf("manifest %s: wrote %d actions", name, len(entries))
 }
 
@@ -405,8 +400,8 @@ func (b *build) run(ctx context.Context) {
 			b.m.logf("manifest %s: %v: ignored", name, err)
 			continue
 		}
-		b.m.read.Add(1)
-		b.m.entries.Add(int64(len(list)))
+		b.m.stats.manifestsRead.Add(1)
+		b.m.stats.entries.Add(int64(len(list)))
 		if i == 0 {
 			b.mu.Lock()
 			b.listed = list
@@ -475,7 +470,7 @@ func (b *build) run(ctx context.Context) {
 	}
 	wg.Wait()
 	if stopped.Load() {
-		b.m.stopped.Add(1)
+		b.m.stats.stopped.Add(1)
 	}
 	how := "done"
 	switch {
@@ -495,7 +490,7 @@ func (b *build) run(ctx context.Context) {
 func (b *build) prefetch(ctx context.Context, e manifestEntry) {
 	id := e.id
 	if b.h.haveLocal(id[:]) {
-		b.m.skipLocal.Add(1)
+		b.m.stats.local.Add(1)
 		return
 	}
 	c, mine := b.m.claim(id)
@@ -513,7 +508,7 @@ func (b *build) prefetch(ctx context.Context, e manifestEntry) {
 		obj, local, ok = b.fetchOutput(ctx, rec)
 	}
 	if !ok && ctx.Err() == nil && st.RemoteUsable() {
-		b.m.records.Add(1)
+		b.m.stats.records.Add(1)
 		data, found := st.ReadRemoteKey(ctx, akey, maxRecord)
 		if !found {
 			return

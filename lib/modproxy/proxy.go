@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/mod/module"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 	"github.com/go-cache-plugin/go-cache-plugin/internal/memtier"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
@@ -122,6 +123,8 @@ type Stats struct {
 	BytesFetched int64 `json:"bytes_fetched"` // bytes read from the upstream
 }
 
+// stats are the proxy's live counters, the twins of [Stats]'s fields
+// (see internal/counters).
 type stats struct {
 	requests, hits, misses, stale, notFound, badRequests, errors atomic.Int64
 	refused, verified, fills, bytesServed, bytesFetched          atomic.Int64
@@ -257,13 +260,7 @@ func orNop(f, nop func(string, ...any)) func(string, ...any) {
 
 // Stats returns a snapshot of the proxy's counts.
 func (p *Proxy) Stats() Stats {
-	s := &p.stats
-	return Stats{
-		Requests: s.requests.Load(), Hits: s.hits.Load(), Misses: s.misses.Load(), Stale: s.stale.Load(),
-		NotFound: s.notFound.Load(), BadRequests: s.badRequests.Load(), Errors: s.errors.Load(),
-		Refused: s.refused.Load(), Verified: s.verified.Load(), Fills: s.fills.Load(),
-		BytesServed: s.bytesServed.Load(), BytesFetched: s.bytesFetched.Load(),
-	}
+	return counters.Snapshot[Stats](&p.stats)
 }
 
 // Close stops the proxy: new fills are refused, and Close waits for those

@@ -127,7 +127,7 @@ func (p *Proxy) track(conns ...net.Conn) bool {
 	for _, c := range conns {
 		p.tunnels[c] = struct{}{}
 	}
-	p.stats.openTunnel.Add(1)
+	p.stats.openTunnels.Add(1)
 	return true
 }
 
@@ -138,7 +138,7 @@ func (p *Proxy) untrack(conns ...net.Conn) {
 		c.Close()
 		delete(p.tunnels, c)
 	}
-	p.stats.openTunnel.Add(-1)
+	p.stats.openTunnels.Add(-1)
 }
 
 // intercept terminates TLS for a target with a leaf certificate of the

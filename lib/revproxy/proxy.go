@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	inflight "github.com/go-cache-plugin/go-cache-plugin/internal/flight"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/store"
 )
@@ -119,18 +120,21 @@ type Proxy struct {
 
 	testWaitCh chan struct{} // closed when a request waits for a fetch (tests)
 
-	stats counters
+	stats proxyCounters
 }
 
-// counters are the proxy's metrics.
-type counters struct {
-	hitsLocal, hitsBucket, hitsMemory                   atomic.Int64
-	misses, bypassed, waits                             atomic.Int64
-	storedDisk, storedMemory, uncacheable, aborted      atomic.Int64
-	storeErrors, upstreamErrors, badRequests            atomic.Int64
-	intercepts, tunnels, refused, tlsErrors, openTunnel atomic.Int64
-	refusedLocal                                        atomic.Int64
-	bytesServed, bytesFetched                           atomic.Int64
+// proxyCounters are the proxy's live metrics, the twins of [Stats]'s
+// counters (see internal/counters).
+type proxyCounters struct {
+	hitsLocal, hitsBucket, hitsMemory              atomic.Int64
+	misses, bypassed, waits                        atomic.Int64
+	storedDisk, storedMemory, uncacheable, aborted atomic.Int64
+	storeErrors, upstreamErrors, badRequests       atomic.Int64
+	intercepts, tunnels, refused, tlsErrors        atomic.Int64
+	refusedLocal                                   atomic.Int64
+	bytesServed, bytesFetched                      atomic.Int64
+
+	openTunnels atomic.Int64 // a gauge: added to on open, taken from on close
 }
 
 // Stats is a snapshot of the proxy's metrics.
@@ -162,18 +166,7 @@ type Stats struct {
 
 // Stats returns a snapshot of the proxy's metrics.
 func (p *Proxy) Stats() Stats {
-	c := &p.stats
-	s := Stats{
-		HitsLocal: c.hitsLocal.Load(), HitsBucket: c.hitsBucket.Load(), HitsMemory: c.hitsMemory.Load(),
-		Misses: c.misses.Load(), Bypassed: c.bypassed.Load(), Waits: c.waits.Load(),
-		StoredDisk: c.storedDisk.Load(), StoredMemory: c.storedMemory.Load(),
-		Uncacheable: c.uncacheable.Load(), Aborted: c.aborted.Load(), StoreErrors: c.storeErrors.Load(),
-		UpstreamErrors: c.upstreamErrors.Load(), BadRequests: c.badRequests.Load(),
-		Intercepts: c.intercepts.Load(), Tunnels: c.tunnels.Load(), Refused: c.refused.Load(),
-		RefusedLocal: c.refusedLocal.Load(),
-		TLSErrors:    c.tlsErrors.Load(), OpenTunnels: c.openTunnel.Load(),
-		BytesServed: c.bytesServed.Load(), BytesFetched: c.bytesFetched.Load(),
-	}
+	s := counters.Snapshot[Stats](&p.stats)
 	if p.mem != nil {
 		s.MemoryEntries, s.MemoryBytes = p.mem.usage()
 	}

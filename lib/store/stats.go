@@ -5,10 +5,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 )
 
-// counters are the store's live metrics.
-type counters struct {
+// storeCounters are the store's live metrics, the twins of [Stats]'s
+// counters (see internal/counters).
+type storeCounters struct {
 	localHits, localMisses, corruptLocal atomic.Int64
 	writes, bytesWritten                 atomic.Int64
 
@@ -58,30 +61,8 @@ type Stats struct {
 
 // Stats returns a snapshot of the store's metrics.
 func (s *Store) Stats() Stats {
-	c := &s.stats
-	st := Stats{
-		LocalHits:      c.localHits.Load(),
-		LocalMisses:    c.localMisses.Load(),
-		CorruptLocal:   c.corruptLocal.Load(),
-		Writes:         c.writes.Load(),
-		BytesWritten:   c.bytesWritten.Load(),
-		RemoteHits:     c.remoteHits.Load(),
-		RemoteMisses:   c.remoteMisses.Load(),
-		RemoteErrors:   c.remoteErrors.Load(),
-		RemoteSkipped:  c.remoteSkipped.Load(),
-		CorruptRemote:  c.corruptRemote.Load(),
-		BytesDown:      c.bytesDown.Load(),
-		Uploads:        c.uploads.Load(),
-		UploadsFound:   c.uploadsFound.Load(),
-		UploadErrors:   c.uploadErrors.Load(),
-		UploadsDropped: c.uploadsDropped.Load(),
-		BytesUp:        c.bytesUp.Load(),
-		UploadsSkipped: c.uploadsSkipped.Load(),
-		Trims:          c.trims.Load(),
-		Trimmed:        c.trimmed.Load(),
-		TrimmedBytes:   c.trimmedBytes.Load(),
-		ReadOnly:       s.readOnly,
-	}
+	st := counters.Snapshot[Stats](&s.stats)
+	st.ReadOnly = s.readOnly
 	if s.remote != nil {
 		st.Remote = true
 		st.UploadQueue = s.remote.queueLen()

@@ -284,7 +284,7 @@ type Store struct {
 	bg          background
 	closeOnce   sync.Once
 
-	stats counters
+	stats storeCounters
 }
 
 // Open opens (creating if needed) a store in opts.Dir.

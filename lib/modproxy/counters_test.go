@@ -1,0 +1,15 @@
+package modproxy
+
+import (
+	"testing"
+
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
+)
+
+// TestStatsCounters checks that every live counter has its Stats field
+// and every Stats field its counter.
+func TestStatsCounters(t *testing.T) {
+	if err := counters.Check[Stats](new(stats)); err != nil {
+		t.Error(err)
+	}
+}
