@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,10 @@ var kindsModule = map[string]string{
 	"a/a_test.go": "package a\n\nimport \"testing\"\n\nfunc TestUp(t *testing.T) {\n\tif Up(\"a\") != \"A\" {\n\t\tt.Fatal(Up(\"a\"))\n\t}\n}\n",
 	"b/b.go":      "package b\n\n// N is a number.\nconst N = 1\n\n// Twice doubles n.\nfunc Twice(n int) int { return 2 * n }\n",
 }
+
+// requestsLine matches the plugin's line of request counts and captures
+// its hits.
+var requestsLine = regexp.MustCompile(`(?m)^go-cache-plugin: gets=\d+ hits=(\d+) `)
 
 // manifestNames lists the manifests under prefix in the bucket.
 func (h *s3Harness) manifestNames(t *testing.T, prefix string) []string {
@@ -43,7 +48,9 @@ func (h *s3Harness) manifestNames(t *testing.T, prefix string) []string {
 // alternate on cold workers (an empty cache directory and GOCACHE each)
 // sharing a bucket. Each job kind writes a manifest of its own name, and
 // each cold worker prefetches what its kind uses: at least 90% of the
-// prefetched bytes are asked for. Runs that touch a few actions (go list,
+// prefetched bytes are asked for, nearly every hit is listed in the
+// manifest (the subkeys a compiling build puts without asking for them
+// too), and nearly every prefetched output comes from a pack. Runs that touch a few actions (go list,
 // go vet of one package, a build of one package) leave the big manifests
 // in place.
 func (h *s3Harness) testPrefetchJobKinds(t *testing.T) {
@@ -56,6 +63,8 @@ func (h *s3Harness) testPrefetchJobKinds(t *testing.T) {
 	build := []string{"build", "./..."}
 	race := []string{"test", "-race", "-short", "-run", "^$", "./..."}
 
+	// hits holds the cache hits of the last job.
+	var hits int64
 	// job runs the go command with args on a cold worker and returns its
 	// prefetch metrics.
 	job := func(t *testing.T, args ...string) metrics {
@@ -63,10 +72,15 @@ func (h *s3Harness) testPrefetchJobKinds(t *testing.T) {
 		jobStart := time.Now()
 		out := runGo(t, mod, h.env(t, t.TempDir(), h.srv.Endpoint, prefix), args...)
 		p := parsePrefetch(t, out)
-		if m := parseMetrics(t, out); m.get("remote_errors") != 0 || m.get("corrupt_remote") != 0 {
+		m := parseMetrics(t, out)
+		if m.get("remote_errors") != 0 || m.get("corrupt_remote") != 0 {
 			t.Errorf("go %s: metrics %s; want no errors", strings.Join(args, " "), m)
 		}
-		t.Logf("go %s: %v: prefetch %v", strings.Join(args, " "), time.Since(jobStart).Round(time.Millisecond), map[string]string(p))
+		hits = -1
+		if sm := requestsLine.FindStringSubmatch(out); sm != nil {
+			hits, _ = strconv.ParseInt(sm[1], 10, 64)
+		}
+		t.Logf("go %s: %v: %d hits, prefetch %v", strings.Join(args, " "), time.Since(jobStart).Round(time.Millisecond), hits, map[string]string(p))
 		return p
 	}
 
@@ -99,6 +113,14 @@ func (h *s3Harness) testPrefetchJobKinds(t *testing.T) {
 			}
 			if got == 0 || used*10 < got*9 {
 				t.Errorf("go %s: prefetched %d bytes, used %d; want at least 90%% used", strings.Join(k.args, " "), got, used)
+			}
+			// Each hit not listed is a request of its own, and each
+			// output outside a pack too.
+			if listed := p.get("manifest_entries"); hits <= 0 || (hits-listed)*50 > hits {
+				t.Errorf("go %s: %d hits, %d of them listed in the manifest; want all but 2%%", strings.Join(k.args, " "), hits, listed)
+			}
+			if n, packed := p.get("prefetched"), p.get("prefetch_packed"); (n-packed)*50 > n {
+				t.Errorf("go %s: %d outputs prefetched, %d from packs; want all but 2%%", strings.Join(k.args, " "), n, packed)
 			}
 		}
 	}
