@@ -65,6 +65,8 @@ type callState struct {
 	firstByte *time.Timer // nil without a first-byte deadline
 	deadline  *time.Timer
 
+	ticket probeTicket // the breaker's ticket, if the call is its probe
+
 	bytes int64 // bytes moved, added to the counters whatever the outcome
 	found bool  // upload: the remote had the object already
 }
@@ -114,7 +116,8 @@ func (r *remoteTier) call(ctx context.Context, spec callSpec, fn func(*callState
 	if abandonable && ctx.Err() != nil {
 		return outGone
 	}
-	if !r.breaker.allow() {
+	ticket, ok := r.breaker.allow()
+	if !ok {
 		if spec.kind != callUpload { // the upload queue counts what it drops
 			r.s.stats.remoteSkipped.Add(1)
 		}
@@ -122,7 +125,7 @@ func (r *remoteTier) call(ctx context.Context, spec callSpec, fn func(*callState
 	}
 	cctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	c := &callState{ctx: cctx, start: time.Now(), total: spec.total}
+	c := &callState{ctx: cctx, start: time.Now(), total: spec.total, ticket: ticket}
 	c.deadline = time.AfterFunc(spec.total, func() { cancel(context.DeadlineExceeded) })
 	defer c.deadline.Stop()
 	if spec.firstByte {
@@ -183,7 +186,7 @@ func (r *remoteTier) settle(spec callSpec, c *callState, out outcome, err error)
 		st.corruptRemote.Add(1)
 		r.s.logf("%v", err)
 	case outGone, outLocal:
-		r.breaker.release()
+		r.breaker.release(c.ticket)
 		if c.found { // an upload of an object known to be there
 			st.uploadsFound.Add(1)
 		}
@@ -192,7 +195,7 @@ func (r *remoteTier) settle(spec callSpec, c *callState, out outcome, err error)
 		if !reading {
 			st.uploadErrors.Add(1)
 		}
-		if r.breaker.failure(errors.Is(err, errNoResponse)) {
+		if r.breaker.failure(errors.Is(err, errNoResponse), c.ticket) {
 			r.abortCalls()
 			r.s.logf("remote tier failing (%s %s: %v); skipping it for %v", spec.op, spec.name, err, r.breaker.openFor())
 			return

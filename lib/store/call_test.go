@@ -273,7 +273,7 @@ func TestCallOutcomes(t *testing.T) {
 						t.Errorf("breaker %q after the remote answered (%v), want closed", st.Breaker, tt.want)
 					}
 				case outFailed:
-					if st.Breaker != "open" || s.remote.breaker.allow() {
+					if st.Breaker != "open" || allowed(&s.remote.breaker) {
 						t.Errorf("breaker %q after a remote failure, want open", st.Breaker)
 					}
 				case outGone, outLocal:
@@ -281,7 +281,7 @@ func TestCallOutcomes(t *testing.T) {
 						t.Errorf("breaker %q after a call that says nothing of the remote (%v), want half-open", st.Breaker, tt.want)
 					}
 				}
-				if tt.want != outFailed && !s.remote.breaker.allow() {
+				if tt.want != outFailed && !allowed(&s.remote.breaker) {
 					t.Errorf("after %v, the breaker refuses the next call: left probing", tt.want)
 				}
 			})

@@ -415,35 +415,54 @@ func (r *remoteTier) close(ctx context.Context) error {
 }
 
 // breaker skips the remote tier after repeated failures. After the open
-// period one call is let through (half-open); its success closes the
-// breaker, its failure opens it again for twice as long.
+// period one call is let through (half-open): the probe. Its success
+// closes the breaker, its failure opens it again for twice as long. The
+// probe is known by the ticket allow gave it, so that a call let through
+// earlier, ending while the probe is out, neither frees the probe's place
+// nor is taken for its result.
 type breaker struct {
 	mu        sync.Mutex
 	failures  int
 	openUntil time.Time
 	backoff   time.Duration
 	probing   bool
+	probe     probeTicket // the ticket of the probe out, if probing
+	tickets   probeTicket // the last ticket given
 }
 
-func (b *breaker) allow() bool {
+// A probeTicket names the call allow let through as the probe; zero for
+// any other call.
+type probeTicket uint64
+
+// allow reports whether a call may go to the remote tier, and, if it is
+// the probe of a half-open breaker, its ticket.
+func (b *breaker) allow() (probeTicket, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.openUntil.IsZero() {
-		return true
+		return 0, true
 	}
 	if time.Now().Before(b.openUntil) || b.probing {
-		return false
+		return 0, false
 	}
-	b.probing = true // let one call through to probe
-	return true
+	b.tickets++
+	b.probing, b.probe = true, b.tickets // let one call through to probe
+	return b.probe, true
+}
+
+// isProbe reports whether t is the ticket of the probe out. b.mu is held.
+func (b *breaker) isProbe(t probeTicket) bool {
+	return t != 0 && b.probing && t == b.probe
 }
 
 // release ends a call let through by allow that did not reach the remote:
 // if it was the probe, another call may probe instead.
-func (b *breaker) release() {
+func (b *breaker) release(t probeTicket) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.probing = false
+	if b.isProbe(t) {
+		b.probing = false
+	}
 }
 
 func (b *breaker) success() {
@@ -455,17 +474,19 @@ func (b *breaker) success() {
 	b.probing = false
 }
 
-// failure records a failure and reports whether it opened the breaker.
-// A severe failure opens it without waiting for the threshold.
-func (b *breaker) failure(severe bool) bool {
+// failure records a failure of the call with ticket t and reports whether
+// it opened the breaker. A severe failure opens it without waiting for
+// the threshold; a failed probe opens it again, for twice as long.
+func (b *breaker) failure(severe bool, t probeTicket) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.failures++
 	if severe {
 		b.failures = max(b.failures, breakerThreshold)
 	}
-	if b.probing || b.failures >= breakerThreshold && b.openUntil.IsZero() {
-		if b.probing {
+	probe := b.isProbe(t)
+	if probe || b.failures >= breakerThreshold && b.openUntil.IsZero() {
+		if probe {
 			b.backoff = min(2*b.backoff, breakerMax)
 		}
 		b.probing = false

@@ -514,26 +514,26 @@ func setOpenUntil(b *breaker, t time.Time) {
 
 func TestBreakerStates(t *testing.T) {
 	b := &breaker{backoff: breakerBase}
-	if b.state() != "closed" || !b.allow() || !b.allow() {
+	if b.state() != "closed" || !allowed(b) || !allowed(b) {
 		t.Fatal("new breaker is not closed")
 	}
 	for i := range breakerThreshold - 1 {
-		if b.failure(false) {
+		if b.failure(false, 0) {
 			t.Fatalf("failure %d opened the breaker", i+1)
 		}
 	}
 	b.success() // resets the count
 	for i := range breakerThreshold - 1 {
-		if b.failure(false) {
+		if b.failure(false, 0) {
 			t.Fatalf("failure %d after a success opened the breaker", i+1)
 		}
 	}
 	before := time.Now()
-	if !b.failure(false) {
+	if !b.failure(false, 0) {
 		t.Fatalf("failure %d did not open the breaker", breakerThreshold)
 	}
 	after := time.Now()
-	if b.state() != "open" || b.allow() {
+	if b.state() != "open" || allowed(b) {
 		t.Fatalf("breaker state %q after opening", b.state())
 	}
 	if b.openUntil.Before(before.Add(breakerBase)) || b.openUntil.After(after.Add(breakerBase)) {
@@ -542,7 +542,7 @@ func TestBreakerStates(t *testing.T) {
 	// A late failure of a call let through before it opened does not
 	// extend the period.
 	until := b.openUntil
-	if b.failure(false) || !b.openUntil.Equal(until) {
+	if b.failure(false, 0) || !b.openUntil.Equal(until) {
 		t.Errorf("failure while open changed the period")
 	}
 
@@ -553,19 +553,20 @@ func TestBreakerStates(t *testing.T) {
 		if b.state() != "half-open" {
 			t.Fatalf("state %q after the open period, want half-open", b.state())
 		}
-		if !b.allow() {
+		probe, ok := b.allow()
+		if !ok || probe == 0 {
 			t.Fatal("no probe allowed after the open period")
 		}
-		if b.allow() {
+		if allowed(b) {
 			t.Fatal("a second call allowed while the probe is in flight")
 		}
 		want = min(2*want, breakerMax)
 		before := time.Now()
-		if !b.failure(false) {
+		if !b.failure(false, probe) {
 			t.Fatal("failed probe did not reopen the breaker")
 		}
 		after := time.Now()
-		if b.state() != "open" || b.allow() {
+		if b.state() != "open" || allowed(b) {
 			t.Fatalf("state %q after a failed probe", b.state())
 		}
 		if b.backoff != want {
@@ -581,18 +582,58 @@ func TestBreakerStates(t *testing.T) {
 
 	// A successful probe closes it and resets the backoff.
 	setOpenUntil(b, time.Now().Add(-time.Millisecond))
-	if !b.allow() {
+	if !allowed(b) {
 		t.Fatal("no probe allowed")
 	}
 	b.success()
-	if b.state() != "closed" || !b.allow() || !b.allow() || b.backoff != breakerBase {
+	if b.state() != "closed" || !allowed(b) || !allowed(b) || b.backoff != breakerBase {
 		t.Errorf("after a successful probe: state %q backoff %v", b.state(), b.backoff)
 	}
 	for range breakerThreshold - 1 {
-		b.failure(false)
+		b.failure(false, 0)
 	}
 	if b.state() != "closed" {
 		t.Error("failure count not reset by the successful probe")
+	}
+}
+
+// allowed reports whether b lets a call through (taking the probe's place
+// if it is half-open).
+func allowed(b *breaker) bool {
+	_, ok := b.allow()
+	return ok
+}
+
+// TestBreakerProbeTicket: a call let through before the breaker opened,
+// ending while the probe is out, neither frees the probe's place (which
+// would let a second probe through) nor counts as the probe's failure.
+func TestBreakerProbeTicket(t *testing.T) {
+	b := &breaker{backoff: breakerBase}
+	early, ok := b.allow() // let through while closed
+	if !ok || early != 0 {
+		t.Fatalf("closed breaker: ticket %d, allowed %v; want an ordinary call", early, ok)
+	}
+	for range breakerThreshold {
+		b.failure(false, 0)
+	}
+	setOpenUntil(b, time.Now().Add(-time.Millisecond))
+	probe, ok := b.allow()
+	if !ok || probe == 0 {
+		t.Fatal("no probe allowed after the open period")
+	}
+	b.release(early) // the early call ends saying nothing of the remote
+	if allowed(b) {
+		t.Error("the early call's release let a second probe through")
+	}
+	if b.failure(false, early) || b.backoff != breakerBase {
+		t.Errorf("the early call's failure was taken for the probe's: backoff %v", b.backoff)
+	}
+	if allowed(b) {
+		t.Error("a second probe let through after the early call's failure")
+	}
+	b.release(probe)
+	if !allowed(b) {
+		t.Error("the probe's release did not free its place")
 	}
 }
 
