@@ -26,12 +26,18 @@
 #        instance so that its S3 requests are counted;
 #     3. the go command's own cache, warm (one untimed run, then a timed
 #        one, on a fresh clone after canonical-mtimes): the baseline.
+#   After each cold worker, two floors of what it did: the job again with
+#   the plugin on the cold worker's now complete --cache-dir (no bucket)
+#   and an empty GOCACHE, and a plain `cp -r` of that directory into a new
+#   one (the cost of putting those bytes and files on this machine's
+#   disk, with nothing fetched or checked).
 #
 # What it reports (a Markdown table on stdout), per kind and delay:
 #   - the first worker's time (empty bucket), the cold worker's wall time,
 #     and the cold worker's ratio to the warm local time;
 #   - of the test packages that passed ("ok" lines), how many were
 #     "(cached)" on the cold worker;
+#   - the two floors: the plugin's warm directory, and cp -r of it;
 #   - the bytes the cold worker prefetched, used and wasted (--metrics);
 #   - its S3 requests (counted by bench-latency) and bytes down and up.
 #
@@ -205,6 +211,13 @@ for delay in $delays; do
         kill "$lat_pid" && wait "$lat_pid" 2>/dev/null || true
         lat_pid=""
         requests="$(sed -n 's/^bench-latency: \([0-9]*\) requests$/\1/p' "$work/logs/lat-$tag.log")"
+        cold_time=$last_time
+        run_job "$kind" "pwarm-$tag" "$work/dirs/pwarm-$tag-gocache" "$plugin --cache-dir=$work/dirs/cold-$tag"
+        pwarm_time=$last_time
+        t0="$(now)"
+        cp -r "$work/dirs/cold-$tag" "$work/dirs/copy-$tag"
+        copy_time="$(calc "$(now) - $t0")"
+        last_time=$cold_time
         logf="$work/logs/cold-$tag.log"
         ok="$(grep -c '^ok ' "$logf" || true)"
         cached="$(grep -c '^ok .*(cached)' "$logf" || true)"
@@ -216,7 +229,7 @@ for delay in $delays; do
         pct="-"
         ((${pf:-0} > 0)) && pct="$(awk -v u="${used:-0}" -v p="$pf" 'BEGIN { printf "%.1f%%", 100 * u / p }')"
         ratio="$(awk -v a="$last_time" -v b="${warm[$kind]}" 'BEGIN { printf "%.2f", a / b }')"
-        rows+=("| $kind | $delay | $(printf '%.1f' "${seed[$kind]}") | $(printf '%.1f' "$last_time") | $(printf '%.1f' "${warm[$kind]}") | $ratio | $tests | $(mb "$pf") | $(mb "$used") | $(mb "$wasted") | $pct | ${requests:-?} | $(mb "$(metric "$logf" bytes_down)") | $(mb "$(metric "$logf" bytes_up)") |")
+        rows+=("| $kind | $delay | $(printf '%.1f' "${seed[$kind]}") | $(printf '%.2f' "$last_time") | $(printf '%.2f' "${warm[$kind]}") | $ratio | $(printf '%.2f' "$pwarm_time") | $(printf '%.2f' "$copy_time") | $tests | $(mb "$pf") | $(mb "$used") | $(mb "$wasted") | $pct | ${requests:-?} | $(mb "$(metric "$logf" bytes_down)") | $(mb "$(metric "$logf" bytes_up)") |")
         log "  ${rows[-1]}"
     done
 done
@@ -229,9 +242,10 @@ Plugin built from $rev; $(go version | cut -d' ' -f3-); $(nproc) cores; MinIO $m
 Each row is one cold worker: a fresh clone, canonical-mtimes, an empty --cache-dir and
 GOCACHE, the bucket filled by one earlier worker of each job kind ("first worker": that
 worker's time, on loopback, with an empty bucket). "warm" is the go command's own warm
-cache on a fresh clone of the same commit.
+cache on a fresh clone of the same commit; "plugin warm" the job with the plugin on the
+cold worker's complete directory (no bucket), "cp -r" a copy of that directory.
 
-| job | S3 delay | first worker (s) | cold worker (s) | warm local (s) | cold/warm | tests cached | prefetched MB | used MB | wasted MB | used | S3 requests | MB down | MB up |
-|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
+| job | S3 delay | first worker (s) | cold worker (s) | warm local (s) | cold/warm | plugin warm (s) | cp -r (s) | tests cached | prefetched MB | used MB | wasted MB | used | S3 requests | MB down | MB up |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|
 EOF
 printf '%s\n' "${rows[@]}"

@@ -32,11 +32,12 @@ import (
 // on demand is not fetched again by the prefetch). The prefetch stops at
 // the first remote failure that opens the store's breaker, and when the
 // build closes. At close, the build writes the actions it asked for or
-// put, in the order it first asked for or put them, to the first of its manifests: the most recent
-// build of a name wins, unless it asked for much less than that manifest
-// lists and the manifest is current (see manifestrule.go): a small run
-// leaves a big run's manifest in place. Before that it writes a pack of the listed outputs
-// that no pack holds, when they are enough (PackMinEntries).
+// put, in the order it first asked for or put them, to the first of its
+// manifests: the most recent build of a name wins, unless it asked for
+// much less than that manifest lists and the manifest is current (see
+// manifestrule.go): a small run leaves a big run's manifest in place.
+// Before that it writes a pack of the listed outputs that no pack holds,
+// when they are enough (PackMinEntries).
 type Manifests struct {
 	Cache *Cache
 
