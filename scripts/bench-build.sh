@@ -581,6 +581,9 @@ if [[ "$sections" == *D* ]]; then
     # directories, 1.23 after they were removed). Elsewhere chattr fails
     # and the directories are plain ones.
     d_cold="$work/dirs/D-cold"
+    # A reused BENCH_WORKDIR holds an earlier run's cold directories, of
+    # the same names: remove them now, long before the timed builds.
+    rm -rf "$d_cold"
     mkdir -p "$d_cold"
     chattr +T "$d_cold" 2>/dev/null || log "D: chattr +T $d_cold failed; cold directories placed by default"
     ed="$d_cold/D-empty" eg="$d_cold/D-empty-gocache"
@@ -616,6 +619,7 @@ if [[ "$sections" == *D* ]]; then
                     # A new empty directory each time, in d_cold (see
                     # there), the used ones kept until the end of the run.
                     ed="$d_cold/$name" eg="$d_cold/$name-gocache"
+                    [[ ! -e "$ed" && ! -e "$eg" ]] || die "D: cold directory $ed is not new"
                     mkdir -p "$ed" "$eg"
                     extra="${BENCH_PREFETCH_FLAGS:-}"
                     [[ $side == od ]] && extra="--prefetch=0"
