@@ -188,8 +188,11 @@ func (h *s3Harness) testPrefetchCold(t *testing.T) {
 	if p.get("prefetched") == 0 || p.get("prefetch_used") <= p.get("prefetch_waited") || p.get("prefetch_used_bytes") == 0 {
 		t.Errorf("prefetch %v; want outputs prefetched before they were asked for", map[string]string(p))
 	}
-	if p.get("prefetch_wasted") != 0 {
-		t.Errorf("prefetch %v; want nothing wasted: the build is the one the manifest lists", map[string]string(p))
+	// The manifest lists what the first build asked for and what it put;
+	// a cached build asks for nearly all of those again (a put not asked
+	// for again, such as an empty output, is wasted).
+	if p.get("prefetch_wasted")*50 > p.get("prefetched") || p.get("prefetch_wasted_bytes")*50 > p.get("prefetched_bytes") {
+		t.Errorf("prefetch %v; want at most 2%% wasted: the build is the one the manifest lists", map[string]string(p))
 	}
 	// The manifest lists each action's output, in a pack: no action
 	// record read, and a few ranged reads for all the outputs.
