@@ -222,21 +222,29 @@ func fieldsOf(t reflect.Type) []formField {
 	}
 	var ff []formField
 	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
+		if key, ok := Key(t.Field(i)); ok {
+			ff = append(ff, formField{index: i, key: key + "="})
 		}
-		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		switch tag {
-		case "-":
-			continue
-		case "":
-			tag = f.Name
-		}
-		ff = append(ff, formField{index: i, key: tag + "="})
 	}
 	got, _ := formats.LoadOrStore(t, ff)
 	return got.([]formField)
+}
+
+// Key returns the name of Stats field f in JSON, in Format's lines and in
+// internal/ops's metric tables: its json tag's name, or its Go name if it
+// has none. It reports false for unexported fields and those tagged "-".
+func Key(f reflect.StructField) (string, bool) {
+	if !f.IsExported() {
+		return "", false
+	}
+	tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+	switch tag {
+	case "-":
+		return "", false
+	case "":
+		return f.Name, true
+	}
+	return tag, true
 }
 
 // Format returns s, a struct, as one line of key=value pairs separated by

@@ -3,8 +3,8 @@ package ops
 import (
 	"fmt"
 	"reflect"
-	"strings"
 
+	"github.com/go-cache-plugin/go-cache-plugin/internal/counters"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/gobuild"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/modproxy"
 	"github.com/go-cache-plugin/go-cache-plugin/lib/revproxy"
@@ -79,14 +79,13 @@ func newStatsCollector[T any](get func() (T, bool), table statTable) *statsColle
 	return c
 }
 
-// fieldsByTag maps the json tags of t's fields to the fields.
+// fieldsByTag maps the keys of t's fields ([counters.Key]: their json
+// names) to the fields.
 func fieldsByTag(t reflect.Type) map[string]reflect.StructField {
 	m := map[string]reflect.StructField{}
 	for i := range t.NumField() {
-		f := t.Field(i)
-		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
-		if tag != "" && tag != "-" {
-			m[tag] = f
+		if key, ok := counters.Key(t.Field(i)); ok {
+			m[key] = t.Field(i)
 		}
 	}
 	return m
